@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  `make main` (set up + run the main job)  and  `make test`.
+# Both create .venv from pyproject.toml on first use; later calls reuse it until pyproject changes.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup main test serve ui clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	# llama-cpp-python compiles llama.cpp here (~3 min on 2 cores, cached by pip afterwards).
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+main: setup  ## train -> evaluate on test -> register, on the embedded LM
+	$(PY) -m pipelines.main $(ARGS)
+
+test: setup  ## the whole suite, real-LM end-to-end tests included
+	$(PY) -m pytest $(ARGS)
+
+serve: setup  ## serve models:/NAME@champion on port 5001
+	$(PY) -m pipelines.serve $(ARGS)
+
+ui: setup  ## the tracking UI on the project's store
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
+
+clean:  ## run outputs only; keeps .venv and the model cache
+	rm -rf mlflow.db mlartifacts outputs multirun

@@ -1,0 +1,49 @@
+"""`hydra_main`: `@hydra.main` for our entry points, plus the one MLproject quirk it needs.
+
+`mlflow run . -e train -P overrides="optimizer=none seed=1"` hands the whole string to the command as
+ONE argument; Hydra would read it as a single override with a space in its value. An argument made
+only of `key=value` words is split back into separate overrides before Hydra parses the command line.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+
+import hydra
+
+from .config import CONF_DIR
+
+_HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "--info", "-c", "--help", "--hydra-help")
+
+
+def _is_override(word: str) -> bool:
+    return "=" in word or word.startswith(("~", "+")) or word in _HYDRA_FLAGS
+
+
+def split_packed_overrides(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for arg in argv:
+        try:
+            words = shlex.split(arg)
+        except ValueError:
+            words = [arg]
+        out.extend(words if len(words) > 1 and all(_is_override(w) for w in words) else [arg])
+    return out
+
+
+def hydra_main(config_name: str) -> Callable:
+    """Decorate `main(cfg)`; the result is a zero-argument callable for `python -m`."""
+
+    def decorate(fn: Callable) -> Callable:
+        wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(fn)
+
+        def run():
+            sys.argv = [sys.argv[0], *split_packed_overrides(sys.argv[1:])]
+            return wrapped()
+
+        run.__doc__ = fn.__doc__
+        return run
+
+    return decorate

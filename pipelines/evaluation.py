@@ -1,0 +1,101 @@
+"""Score a program on a split with DSPy's `Evaluate`, keeping a per-example table.
+
+Runs under MLflow's DSPy autolog (see `pipelines.tracking`), so every example leaves a trace with the
+metric's score attached as an assessment. The table has one row per example: inputs, expected,
+predicted, correct, latency.
+
+    >>> outcome = evaluate_program(program, splits.dev, exact_match, lm=lm)    # doctest: +SKIP
+    >>> outcome.score, outcome.table.columns.tolist()                           # doctest: +SKIP
+    (0.75, ['text', 'expected', 'predicted', 'correct', 'latency_s'])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dspy
+import mlflow
+import pandas as pd
+
+from .usage import measure_usage
+
+
+@dataclass
+class EvalOutcome:
+    score: float  # mean metric in [0, 1]
+    table: pd.DataFrame
+    usage: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    errors: int = 0
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        lat = self.table["latency_s"].dropna()
+        out = {
+            f"{prefix}_score": self.score,
+            f"{prefix}_examples": float(len(self.table)),
+            f"{prefix}_errors": float(self.errors),
+            f"{prefix}_wall_s": self.wall_s,
+        }
+        if len(lat):
+            out[f"{prefix}_latency_p50_s"] = float(lat.median())
+            out[f"{prefix}_latency_p95_s"] = float(lat.quantile(0.95))
+        out.update({f"{prefix}_{k}": float(v) for k, v in self.usage.items()})
+        return out
+
+    def log(self, prefix: str) -> None:
+        """Metrics as `<prefix>_score` etc. and the table as `<prefix>_predictions.json` (a UI table)."""
+        mlflow.log_metrics(self.metrics(prefix))
+        mlflow.log_table(self.table, artifact_file=f"eval/{prefix}_predictions.json")
+
+
+def evaluate_program(
+    program: dspy.Module,
+    examples: list[dspy.Example],
+    metric: Callable,
+    lm: dspy.LM | None = None,
+    adapter=None,
+    num_threads: int = 1,
+    target: str = "label",
+    display_progress: bool = True,
+) -> EvalOutcome:
+    def timed(**inputs):
+        start = time.perf_counter()
+        prediction = program(**inputs)
+        prediction._latency_s = time.perf_counter() - start  # underscore: not an output field
+        return prediction
+
+    evaluator = dspy.Evaluate(
+        devset=examples,
+        metric=metric,
+        num_threads=num_threads,
+        display_progress=display_progress,
+        provide_traceback=True,
+    )
+    overrides = {k: v for k, v in {"lm": lm, "adapter": adapter}.items() if v is not None}
+    start = time.perf_counter()
+    with dspy.context(**overrides), measure_usage() as usage:
+        result = evaluator(timed)
+    wall = time.perf_counter() - start
+
+    rows, errors = [], 0
+    for example, prediction, score in result.results:
+        predicted = getattr(prediction, target, None) if prediction is not None else None
+        errors += predicted is None
+        rows.append(
+            {
+                **example.inputs().toDict(),
+                "expected": example.get(target),
+                "predicted": predicted,
+                "correct": float(score) if score is not None else 0.0,
+                "latency_s": getattr(prediction, "_latency_s", None),
+            }
+        )
+    return EvalOutcome(
+        score=float(result.score) / 100.0,  # DSPy reports a percentage
+        table=pd.DataFrame(rows),
+        usage=usage.summary(),
+        wall_s=wall,
+        errors=errors,
+    )

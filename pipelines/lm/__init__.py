@@ -1,0 +1,15 @@
+"""LM layer: the embedded llama.cpp model and LiteLLM providers, as `dspy.LM` objects."""
+
+from .factories import MissingAPIKeyError, local_lm, provider_lm
+from .llama_engine import LlamaCppEngine
+from .weights import ModelWeightsError, embedded_model_path, resolve_model_path
+
+__all__ = [
+    "LlamaCppEngine",
+    "MissingAPIKeyError",
+    "ModelWeightsError",
+    "embedded_model_path",
+    "local_lm",
+    "provider_lm",
+    "resolve_model_path",
+]

@@ -1,0 +1,90 @@
+"""Build `dspy.LM` objects from config: the embedded llama.cpp model or a provider through LiteLLM.
+
+Keys never enter config: a provider config names the environment variable that holds its key
+(`api_key_env: OPENAI_API_KEY`) and the key is read here, at build time, into the in-memory LM only.
+MLflow's DSPy tracing drops `api_key` from span attributes, and our model format (see
+`pipelines.model`) stores this config, not the LM object, so the key stays in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dspy
+
+from .llama_engine import LlamaCppEngine
+from .weights import resolve_model_path
+
+
+class MissingAPIKeyError(RuntimeError):
+    pass
+
+
+def local_lm(
+    model: str = "qwen2.5-coder-0.5b-instruct",
+    model_path: str | None = None,
+    lora_path: str | None = None,
+    weights_cache_dir: str | None = None,
+    n_ctx: int = 4096,
+    n_threads: int | None = None,
+    temperature: float = 0.0,
+    max_tokens: int = 256,
+    seed: int = 0,
+    cache: bool = True,
+    num_retries: int = 1,
+) -> dspy.LM:
+    """The embedded default: a GGUF model in-process (any GGUF file via `model_path`)."""
+    path = resolve_model_path(model_path, cache_dir=weights_cache_dir)
+    engine = LlamaCppEngine(
+        model_path=str(path),
+        n_ctx=n_ctx,
+        n_threads=n_threads,
+        seed=seed,
+        lora_path=lora_path,
+        model_name=model,
+    )
+    # "local/" rather than "openai/": DSPy would otherwise pick the OpenAI fine-tuning provider.
+    return dspy.LM(
+        f"local/{model}",
+        engine=engine,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        cache=cache,
+        num_retries=num_retries,
+    )
+
+
+def provider_lm(
+    model: str,
+    api_key_env: str | None = None,
+    api_base: str | None = None,
+    temperature: float = 0.0,
+    max_tokens: int = 512,
+    num_retries: int = 3,
+    cache: bool = True,
+    engine: str = "litellm",
+    require_key: bool = True,
+    **extra,
+) -> dspy.LM:
+    """A hosted or self-served model through LiteLLM (`openai/...`, `anthropic/...`, vLLM, Ollama)."""
+    kwargs = dict(extra)
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if key:
+            kwargs["api_key"] = key
+        elif require_key:
+            raise MissingAPIKeyError(
+                f"LM {model!r} reads its API key from the environment variable {api_key_env}, which is not set. "
+                f"Export it (export {api_key_env}=...) or point lm.api_key_env at the variable that holds it."
+            )
+    if api_base:
+        kwargs["api_base"] = api_base
+    return dspy.LM(
+        model,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        num_retries=num_retries,
+        cache=cache,
+        engine=engine,
+        **kwargs,
+    )

@@ -1,0 +1,139 @@
+"""The MLflow model format for a DSPy program: JSON program state + the config to rebuild it.
+
+Why not the stock `mlflow.dspy` flavor: it refuses multi-row input (no batch scoring, no
+`spark_udf`) and cloudpickles `dspy.settings`, API keys included. Here the model holds:
+
+- `program.json`: DSPy's own saved state (instructions, demos) of the compiled program;
+- `spec.json`: the Hydra configs of the program, the adapter and the LM (secrets redacted; a
+  provider LM keeps only the NAME of its key variable, read from the serving environment);
+- the `pipelines` package as `code_paths`, so it loads wherever MLflow can load a pyfunc.
+
+`predict` takes a DataFrame with the program's input columns and returns one row per input row.
+
+    >>> model = mlflow.pyfunc.load_model("models:/travel-intents@champion")      # doctest: +SKIP
+    >>> model.predict(pd.DataFrame({"text": ["where is my bag", "cancel my trip"]}))   # doctest: +SKIP
+              label
+    0  lost_luggage
+    1  cancel_booking
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dspy
+import mlflow
+import pandas as pd
+from hydra.utils import instantiate
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from .config import PROJECT_ROOT, redact
+
+PROGRAM_FILE = "program.json"
+SPEC_FILE = "spec.json"
+
+
+def program_fields(program: dspy.Module) -> tuple[list[str], list[str]]:
+    """(input fields, output fields) of the program's predictors, in signature order."""
+    inputs: list[str] = []
+    outputs: list[str] = []
+    for _, predictor in program.named_predictors():
+        for name in predictor.signature.input_fields:
+            if name not in inputs:
+                inputs.append(name)
+        for name in predictor.signature.output_fields:
+            if name not in outputs and name != "reasoning":
+                outputs.append(name)
+    return inputs, outputs
+
+
+class DSPyProgramModel(mlflow.pyfunc.PythonModel):
+    """Rebuilds the LM and program from `spec.json` at load time; holds no state when pickled."""
+
+    def load_context(self, context) -> None:
+        spec = json.loads(Path(context.artifacts["spec"]).read_text())
+        self.spec = spec
+        self.lm = instantiate(spec["lm"])
+        self.adapter = instantiate(spec["adapter"]) if spec.get("adapter") else None
+        self.program = instantiate(spec["program"])
+        self.program.load(context.artifacts["program"])
+        self.inputs, self.outputs = spec["inputs"], spec["outputs"]
+        self.num_threads = int(spec.get("num_threads", 1))
+
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        if isinstance(model_input, dict):
+            model_input = pd.DataFrame(model_input)
+        missing = [c for c in self.inputs if c not in model_input.columns]
+        if missing:
+            raise ValueError(f"Missing input column(s) {missing}; the model expects {self.inputs}")
+        rows = model_input[self.inputs].to_dict("records")
+        with dspy.context(lm=self.lm, adapter=self.adapter):
+            if self.num_threads > 1 and len(rows) > 1:
+                examples = [dspy.Example(**row).with_inputs(*self.inputs) for row in rows]
+                predictions = self.program.batch(
+                    examples, num_threads=self.num_threads, disable_progress_bar=True
+                )
+            else:
+                predictions = [self.program(**row) for row in rows]
+        return pd.DataFrame([{f: getattr(p, f, None) for f in self.outputs} for p in predictions])
+
+
+def project_requirements() -> list[str]:
+    """The installed project's own pinned dependencies: what a serving environment needs."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        reqs = requires("dspy-mlflow-pipelines") or []
+    except PackageNotFoundError:
+        return ["mlflow", "dspy", "pandas", "hydra-core", "llama-cpp-python"]
+    return [r for r in reqs if "extra ==" not in r]
+
+
+def build_spec(cfg, labels: list[str] | None, program: dspy.Module, num_threads: int = 1) -> dict[str, Any]:
+    from .config import to_container
+
+    program_cfg = to_container(cfg.program)
+    program_cfg["labels"] = labels
+    inputs, outputs = program_fields(program)
+    return redact(
+        {
+            "program": program_cfg,
+            "adapter": to_container(cfg.adapter) if cfg.get("adapter") else None,
+            "lm": to_container(cfg.lm),
+            "inputs": inputs,
+            "outputs": outputs,
+            "num_threads": num_threads,
+            "task": str(cfg.task.name),
+        }
+    )
+
+
+def log_program_model(
+    program: dspy.Module, spec: dict[str, Any], input_example: pd.DataFrame | None = None, name: str = "model"
+) -> str:
+    """Log `program` as a pyfunc model in the active run; returns the model URI."""
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", f) for f in spec["inputs"]]),
+        outputs=Schema([ColSpec("string", f) for f in spec["outputs"]]),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        program_path = Path(tmp) / PROGRAM_FILE
+        spec_path = Path(tmp) / SPEC_FILE
+        program.save(str(program_path))
+        spec_path.write_text(json.dumps(spec, indent=2))
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            artifacts={"program": str(program_path), "spec": str(spec_path)},
+            code_paths=[str(PROJECT_ROOT / "pipelines")],
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=project_requirements(),
+        )
+    return info.model_uri

@@ -1,0 +1,112 @@
+"""Model registry helpers: find a run's model, register it, read scores, load a program back.
+
+Scores are cached on model versions as tags `eval.<split>.score` / `eval.<split>.digest`, so a champion
+scored once on a split is not re-scored for every challenger while the split's data stays the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dspy
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+MODEL_ENTRY_POINTS = ("train", "optimize")
+
+
+class RegistryError(LookupError):
+    pass
+
+
+@dataclass
+class LoadedProgram:
+    uri: str
+    program: dspy.Module
+    lm: dspy.LM
+    adapter: object | None
+    version: ModelVersion | None = None
+
+    def version_tags(self) -> dict[str, str]:
+        if self.version is None:
+            return {}
+        return {"model_name": self.version.name, "model_version": str(self.version.version)}
+
+
+def resolve_version(uri: str) -> ModelVersion | None:
+    """The ModelVersion behind `models:/NAME@alias` or `models:/NAME/3`.
+
+    None for URIs that name no registered version: `runs:/...` and MLflow 3's logged-model URIs
+    (`models:/m-<id>`).
+    """
+    if not uri.startswith("models:/"):
+        return None
+    path = uri[len("models:/") :]
+    client = MlflowClient()
+    if "@" in path:
+        name, alias = path.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    if "/" in path:
+        name, version = path.split("/", 1)
+        return client.get_model_version(name, version)
+    return None
+
+
+def load_program(uri: str) -> LoadedProgram:
+    """Load a model logged by `pipelines.model` and hand back its DSPy program, LM and adapter."""
+    try:
+        version = resolve_version(uri)
+    except MlflowException as exc:
+        raise RegistryError(f"No model at {uri}: {exc.message}") from exc
+    model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    return LoadedProgram(uri=uri, program=model.program, lm=model.lm, adapter=model.adapter, version=version)
+
+
+def latest_model_run(experiment_id: str, task: str | None = None) -> Run:
+    """The most recent FINISHED train/optimize run of the experiment that logged a model."""
+    entries = ", ".join(f"'{e}'" for e in MODEL_ENTRY_POINTS)
+    query = f"attributes.status = 'FINISHED' AND tags.entry_point IN ({entries})"
+    if task:
+        query += f" AND tags.task = '{task}'"
+    runs = MlflowClient().search_runs(
+        [experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=20
+    )
+    for run in runs:
+        if "model_uri" in run.data.tags:
+            return run
+    raise RegistryError(
+        f"No finished train/optimize run with a model in experiment {experiment_id}"
+        + (f" for task {task!r}" if task else "")
+        + ". Run `python -m pipelines.train` first, or pass run_id=..."
+    )
+
+
+def get_alias(name: str, alias: str) -> ModelVersion | None:
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def cached_score(version: ModelVersion, split: str, digest: str) -> float | None:
+    """A score recorded for this version on exactly this split's data, else None.
+
+    Looks at the version's own tags first, then at the metrics of the run that produced it.
+    """
+    tags = version.tags or {}
+    if tags.get(f"eval.{split}.digest") == digest and f"eval.{split}.score" in tags:
+        return float(tags[f"eval.{split}.score"])
+    if version.run_id:
+        run = MlflowClient().get_run(version.run_id)
+        if run.data.tags.get(f"data.digest.{split}") == digest and f"{split}_score" in run.data.metrics:
+            return float(run.data.metrics[f"{split}_score"])
+    return None
+
+
+def record_score(version: ModelVersion, split: str, digest: str, score: float) -> None:
+    client = MlflowClient()
+    client.set_model_version_tag(version.name, version.version, f"eval.{split}.score", f"{score:.6f}")
+    client.set_model_version_tag(version.name, version.version, f"eval.{split}.digest", digest)

@@ -1,0 +1,97 @@
+"""One MLflow run per entry point, with its config, lineage and failure reason recorded.
+
+Every run logs the resolved Hydra config (secrets redacted) as `config.yaml`, its flattened values
+as params, and tags for the entry point, task, optimiser, LM and git commit. An exception inside the
+run marks it FAILED (MLflow's own context manager does that) after tagging it with the reason, so a
+run is never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from omegaconf import DictConfig, OmegaConf
+
+from .config import PROJECT_ROOT, flatten, redact, to_container
+
+MAX_PARAM_CHARS = 6000  # MLflow's limit for one param value
+
+
+def configure_tracking(tracking: DictConfig) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id.
+
+    A new experiment on a local store keeps its artifacts beside the database (`mlartifacts/` at the
+    project root), not in whatever directory the command ran from.
+    """
+    mlflow.set_tracking_uri(tracking.uri)
+    mlflow.set_registry_uri(tracking.get("registry_uri") or tracking.uri)
+    experiment = mlflow.get_experiment_by_name(tracking.experiment)
+    if experiment is not None:
+        mlflow.set_experiment(experiment_id=experiment.experiment_id)
+        return experiment.experiment_id
+    artifact_location = tracking.get("artifact_location")
+    if artifact_location:
+        Path(artifact_location).mkdir(parents=True, exist_ok=True)
+        artifact_location = Path(artifact_location).resolve().as_uri()
+    try:
+        experiment_id = mlflow.create_experiment(tracking.experiment, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:  # created concurrently by another job
+        experiment_id = mlflow.get_experiment_by_name(tracking.experiment).experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def log_config(cfg: DictConfig) -> None:
+    resolved = redact(to_container(cfg))
+    mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+    params = {k: str(v)[:MAX_PARAM_CHARS] for k, v in flatten(resolved).items()}
+    mlflow.log_params(params)
+
+
+def run_tags(cfg: DictConfig, entry: str) -> dict[str, str]:
+    tags = {"entry_point": entry, "git_commit": git_commit()}
+    if "task" in cfg:
+        tags["task"] = str(cfg.task.name)
+    if "optimizer" in cfg:
+        tags["optimizer"] = str(cfg.optimizer.name)
+    if "lm" in cfg:
+        tags["lm"] = str(cfg.lm.get("model"))
+    return tags
+
+
+@contextmanager
+def tracked_run(cfg: DictConfig, entry: str, run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Start (or, under `mlflow run`, resume) the run for one entry point and record its config."""
+    experiment_id = configure_tracking(cfg.tracking)
+    # `mlflow run` creates a run and passes its id in MLFLOW_RUN_ID: log into that run, so the run it
+    # prints is the one holding the results. Popped so later start_run calls are not hijacked by it.
+    launcher_run = os.environ.pop("MLFLOW_RUN_ID", None)
+    kwargs = {"run_id": launcher_run} if launcher_run else {"experiment_id": experiment_id}
+    with mlflow.start_run(run_name=None if launcher_run else run_name, **kwargs) as run:
+        mlflow.set_tags(run_tags(cfg, entry))
+        log_config(cfg)
+        try:
+            yield run
+        except BaseException as exc:
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            raise
