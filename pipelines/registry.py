@@ -67,15 +67,15 @@ def load_program(uri: str) -> LoadedProgram:
 
 def latest_model_run(experiment_id: str, task: str | None = None) -> Run:
     """The most recent FINISHED train/optimize run of the experiment that logged a model."""
-    entries = ", ".join(f"'{e}'" for e in MODEL_ENTRY_POINTS)
-    query = f"attributes.status = 'FINISHED' AND tags.entry_point IN ({entries})"
+    # MLflow's filter language has no IN for tags: filter on the entry point here.
+    query = "attributes.status = 'FINISHED' AND tags.model_uri != ''"
     if task:
         query += f" AND tags.task = '{task}'"
     runs = MlflowClient().search_runs(
-        [experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=20
+        [experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=50
     )
     for run in runs:
-        if "model_uri" in run.data.tags:
+        if run.data.tags.get("entry_point") in MODEL_ENTRY_POINTS:
             return run
     raise RegistryError(
         f"No finished train/optimize run with a model in experiment {experiment_id}"

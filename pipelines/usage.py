@@ -27,6 +27,7 @@ def price_usd(model: str, input_tokens: int, output_tokens: int) -> float:
         return 0.0
     import litellm
 
+    litellm.suppress_debug_info = True  # else an unknown model prints litellm's provider list to stdout
     try:
         prompt_cost, completion_cost = litellm.cost_per_token(
             model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens

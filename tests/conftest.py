@@ -1,0 +1,60 @@
+"""Shared fixtures: configs composed from the real `conf/`, pointed at a throwaway store.
+
+Like lightning-hydra-template's conftest: compose the real root config once per test, shrink it,
+and point every path (tracking store, artifacts, DSPy cache) at `tmp_path`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dspy
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import pipelines  # noqa: F401  (sets the offline environment defaults first)
+from pipelines.config import CONF_DIR
+
+FAKE_LM = {"_target_": "tests.fakes.fake_lm"}
+SMALL = ["task.data.train_size=16", "task.data.dev_size=16", "task.data.test_size=16"]
+
+
+def compose_cfg(config_name: str, tmp_path, overrides=(), fake: bool = True) -> DictConfig:
+    store = tmp_path / "store"
+    base = [
+        f"tracking.uri=sqlite:///{store}/mlflow.db",
+        f"tracking.artifact_location={store}/artifacts",
+        f"paths.dspy_cache_dir={tmp_path}/dspy_cache",
+        f"paths.output_dir={tmp_path}/outputs",
+        "tracking.experiment=test",
+        "eval.display_progress=false",
+    ]
+    store.mkdir(parents=True, exist_ok=True)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=[*base, *SMALL, *overrides])
+    if fake:
+        with open_dict(cfg):
+            cfg.lm = OmegaConf.create(FAKE_LM | {"model": "fake/keyword"})
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    def make(config_name: str = "train", overrides=(), fake: bool = True) -> DictConfig:
+        return compose_cfg(config_name, tmp_path, overrides, fake)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _isolate(monkeypatch):
+    """Each test starts with no active run, no MLFLOW_RUN_ID and DSPy's default settings."""
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    dspy.configure(lm=None, adapter=None)
+    os.environ.pop("MLFLOW_RUN_ID", None)
