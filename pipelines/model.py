@@ -51,6 +51,32 @@ def program_fields(program: dspy.Module) -> tuple[list[str], list[str]]:
     return inputs, outputs
 
 
+def _bad_input(message: str) -> Exception:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    # INVALID_PARAMETER_VALUE is what MLflow's scoring server answers with HTTP 400.
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def validate_rows(frame: pd.DataFrame, inputs: list[str]) -> list[dict[str, str]]:
+    """Rows as dicts, refusing what the program cannot answer: missing columns, non-text, empty text."""
+    missing = [c for c in inputs if c not in frame.columns]
+    if missing:
+        raise _bad_input(f"Missing input column(s) {missing}; the model expects {inputs}")
+    if frame.empty:
+        raise _bad_input(f"No rows to score; send at least one row with columns {inputs}")
+    rows = frame[inputs].to_dict("records")
+    for i, row in enumerate(rows):
+        for col in inputs:
+            value = row[col]
+            if not isinstance(value, str):
+                raise _bad_input(f"Row {i}, column {col!r}: expected a string, got {type(value).__name__}")
+            if not value.strip():
+                raise _bad_input(f"Row {i}, column {col!r}: empty text")
+    return rows
+
+
 class DSPyProgramModel(mlflow.pyfunc.PythonModel):
     """Rebuilds the LM and program from `spec.json` at load time; holds no state when pickled."""
 
@@ -69,10 +95,9 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         if isinstance(model_input, dict):
             model_input = pd.DataFrame(model_input)
-        missing = [c for c in self.inputs if c not in model_input.columns]
-        if missing:
-            raise ValueError(f"Missing input column(s) {missing}; the model expects {self.inputs}")
-        rows = model_input[self.inputs].to_dict("records")
+        elif not isinstance(model_input, pd.DataFrame):
+            raise _bad_input(f"Expected a table with columns {self.inputs}, got {type(model_input).__name__}")
+        rows = validate_rows(model_input, self.inputs)
         with dspy.context(lm=self.lm, adapter=self.adapter):
             if self.num_threads > 1 and len(rows) > 1:
                 examples = [dspy.Example(**row).with_inputs(*self.inputs) for row in rows]

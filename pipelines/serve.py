@@ -44,6 +44,9 @@ def serve_command(cfg: DictConfig) -> list[str]:
 def serve(cfg: DictConfig) -> None:
     """Replace this process with the MLflow scoring server (signals reach it directly)."""
     os.environ["MLFLOW_TRACKING_URI"] = str(cfg.tracking.uri)  # so models:/ resolves in our store
+    # MLflow execs `uvicorn` by name: make this interpreter's bin dir (the venv) first on PATH.
+    bin_dir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     cmd = serve_command(cfg)
     log.info("MLFLOW_TRACKING_URI=%s %s", cfg.tracking.uri, shlex.join(["mlflow", *cmd[3:]]))
     sys.stdout.flush()
