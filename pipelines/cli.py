@@ -7,7 +7,7 @@ only of `key=value` words is split back into separate overrides before Hydra par
 
 from __future__ import annotations
 
-import shlex
+import re
 import sys
 from collections.abc import Callable
 
@@ -22,13 +22,15 @@ def _is_override(word: str) -> bool:
     return "=" in word or word.startswith(("~", "+")) or word in _HYDRA_FLAGS
 
 
+# Whitespace-separated words; quoted parts stay whole AND keep their quotes, which Hydra needs
+# to read `task.instructions='Hello, world'` as one string rather than a list.
+_WORD = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""")
+
+
 def split_packed_overrides(argv: list[str]) -> list[str]:
     out: list[str] = []
     for arg in argv:
-        try:
-            words = shlex.split(arg)
-        except ValueError:
-            words = [arg]
+        words = _WORD.findall(arg)
         out.extend(words if len(words) > 1 and all(_is_override(w) for w in words) else [arg])
     return out
 

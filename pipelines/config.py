@@ -8,7 +8,7 @@ lightning-hydra-template adopted for MLflow runs scattered across Hydra output f
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,11 @@ OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), repla
 
 # Key names whose values are secrets wherever they appear. `api_key_env` is allowed through: it
 # holds the NAME of an environment variable, never its value.
-_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|authorization)$", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"(api[_-]?key|secret([_-]?(access[_-]?)?key)?|private[_-]?key|access[_-]?key|token|password|passwd"
+    r"|credentials?|authorization)$",
+    re.IGNORECASE,
+)
 REDACTED = "***REDACTED***"
 
 
@@ -39,32 +43,17 @@ def to_container(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 def redact(value: Any) -> Any:
     """Copy of `value` with every secret-looking key's value replaced."""
     if isinstance(value, Mapping):
-        return {
-            k: (REDACTED if is_secret_key(str(k)) and v is not None else redact(v)) for k, v in value.items()
-        }
+        return {k: (REDACTED if is_secret_key(str(k)) and v is not None else redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
 
 
 def flatten(value: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists are kept as their string form (MLflow params are strings)."""
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and other leaves are kept as they are (callers stringify)."""
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for k, v in value.items():
             out.update(flatten(v, f"{prefix}{sep}{k}" if prefix else str(k), sep))
         return out
     return {prefix: value}
-
-
-def split_overrides(args: Iterable[str]) -> list[str]:
-    """Split MLproject's `-P overrides="a=1 b=2"` (one quoted argument) into Hydra overrides.
-
-    Quotes keep values with spaces together: `task.instructions='Say hi' seed=1`.
-    """
-    import shlex
-
-    out: list[str] = []
-    for arg in args:
-        out.extend(shlex.split(arg))
-    return out

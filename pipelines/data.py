@@ -68,9 +68,7 @@ class Splits:
         with warnings.catch_warnings():
             # MLflow registers its local-file source class twice and warns that a path is "ambiguous".
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-            return mlflow.data.from_pandas(
-                frame, source=self.source, name=f"{self.name}-{split}", targets=self.target
-            )
+            return mlflow.data.from_pandas(frame, source=self.source, name=f"{self.name}-{split}", targets=self.target)
 
     def log_to_mlflow(self) -> dict[str, str]:
         """Log each split as a dataset input; returns {split: digest} (also tagged on the run)."""
@@ -92,9 +90,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"Dataset file not found: {path}")
     reader = READERS.get(path.suffix.lower())
     if reader is None:
-        raise DataError(
-            f"Cannot read {path}: unsupported extension {path.suffix!r}; use one of {sorted(READERS)}"
-        )
+        raise DataError(f"Cannot read {path}: unsupported extension {path.suffix!r}; use one of {sorted(READERS)}")
     try:
         return reader(path)
     except Exception as exc:
@@ -132,7 +128,9 @@ def load_splits(
         empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if empty.any():
             rows = df.loc[empty, "_row"].tolist()[:10]
-            raise DataError(f"{path}: empty values in column {columns[col]!r} at rows {rows}")
+            raise DataError(
+                f"{path}: empty values in column {columns[col]!r} at data rows {rows} (0-based, header excluded)"
+            )
     if normalize_labels:
         df[target] = df[target].astype(str).str.strip().str.lower()
 
@@ -143,7 +141,7 @@ def load_splits(
         if unknown:
             raise DataError(f"{path}: unknown label(s) {unknown}; the file's labels are {sorted(present)}")
         df = df[df[target].isin(wanted)]
-        label_set = sorted(wanted)
+        label_set = sorted(set(wanted))
     else:
         label_set = sorted(df[target].unique())
     if df.empty:
@@ -151,13 +149,12 @@ def load_splits(
 
     # Shuffle with the seed, then interleave by label: a stratified order any prefix of which is balanced.
     df = df.sample(frac=1.0, random_state=seed)
-    df = (
-        df.assign(_rank=df.groupby(target).cumcount())
-        .sort_values("_rank", kind="stable")
-        .drop(columns="_rank")
-    )
+    df = df.assign(_rank=df.groupby(target).cumcount()).sort_values("_rank", kind="stable").drop(columns="_rank")
 
     sizes = {"train": train_size, "dev": dev_size, "test": test_size}
+    for split, size in sizes.items():
+        if (size is None and split != "test") or (size is not None and (not isinstance(size, int) or size < 0)):
+            raise DataError(f"{split}_size must be a non-negative integer (test_size may be null), got {size!r}")
     fixed = sum(s for s in sizes.values() if s is not None)
     if fixed > len(df):
         raise DataError(f"{path}: asked for {fixed} rows ({sizes}) but only {len(df)} are available")

@@ -13,9 +13,7 @@ def _norm(value) -> str:
     return str(value).strip().lower()
 
 
-def exact_match(
-    example: dspy.Example, prediction: dspy.Prediction, trace=None, field: str = "label"
-) -> float:
+def exact_match(example: dspy.Example, prediction: dspy.Prediction, trace=None, field: str = "label") -> float:
     """1.0 when the predicted field equals the gold one, ignoring case and surrounding space."""
     predicted = getattr(prediction, field, None) if prediction is not None else None
     return float(predicted is not None and _norm(predicted) == _norm(example[field]))

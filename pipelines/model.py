@@ -90,9 +90,7 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         self.inputs, self.outputs = spec["inputs"], spec["outputs"]
         self.num_threads = int(spec.get("num_threads", 1))
 
-    def predict(
-        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if isinstance(model_input, dict):
             model_input = pd.DataFrame(model_input)
         elif not isinstance(model_input, pd.DataFrame):
@@ -101,9 +99,7 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         with dspy.context(lm=self.lm, adapter=self.adapter):
             if self.num_threads > 1 and len(rows) > 1:
                 examples = [dspy.Example(**row).with_inputs(*self.inputs) for row in rows]
-                predictions = self.program.batch(
-                    examples, num_threads=self.num_threads, disable_progress_bar=True
-                )
+                predictions = self.program.batch(examples, num_threads=self.num_threads, disable_progress_bar=True)
             else:
                 predictions = [self.program(**row) for row in rows]
         return pd.DataFrame([{f: getattr(p, f, None) for f in self.outputs} for p in predictions])

@@ -30,6 +30,11 @@ def configure_tracking(tracking: DictConfig) -> str:
     """
     mlflow.set_tracking_uri(tracking.uri)
     mlflow.set_registry_uri(tracking.get("registry_uri") or tracking.uri)
+    # MLFLOW_EXPERIMENT_ID wins, as everywhere in MLflow; `mlflow run --experiment-name X` sets it, so
+    # train, evaluate and register launched that way all find each other in X.
+    if experiment_id := os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
     experiment = mlflow.get_experiment_by_name(tracking.experiment)
     if experiment is not None:
         mlflow.set_experiment(experiment_id=experiment.experiment_id)
@@ -72,7 +77,7 @@ def run_tags(cfg: DictConfig, entry: str) -> dict[str, str]:
     tags = {"entry_point": entry, "git_commit": git_commit()}
     if "task" in cfg:
         tags["task"] = str(cfg.task.name)
-    if "optimizer" in cfg:
+    if "optimizer" in cfg and entry in ("train", "optimize", "main"):
         tags["optimizer"] = str(cfg.optimizer.name)
     if "lm" in cfg:
         tags["lm"] = str(cfg.lm.get("model"))

@@ -57,9 +57,7 @@ def train(cfg: DictConfig) -> TrainResult:
         with measure_usage() as usage:
             compiled = compile_program(cfg, program, splits.train, metric)
         compile_s = time.perf_counter() - start
-        mlflow.log_metrics(
-            {"compile_wall_s": compile_s} | {f"compile_{k}": v for k, v in usage.summary().items()}
-        )
+        mlflow.log_metrics({"compile_wall_s": compile_s} | {f"compile_{k}": v for k, v in usage.summary().items()})
         log.info("compile: done in %.1fs", compile_s)
 
         split = cfg.eval.split
@@ -72,9 +70,7 @@ def train(cfg: DictConfig) -> TrainResult:
             display_progress=cfg.eval.display_progress,
         )
         outcome.log(split)
-        log.info(
-            "%s score: %.3f (%d examples, %.1fs)", split, outcome.score, len(outcome.table), outcome.wall_s
-        )
+        log.info("%s score: %.3f (%d examples, %.1fs)", split, outcome.score, len(outcome.table), outcome.wall_s)
 
         spec = build_spec(cfg, splits.labels, compiled, num_threads=cfg.eval.num_threads)
         example = splits.frames[split][spec["inputs"]].head(2)

@@ -53,6 +53,7 @@ def _isolate(monkeypatch):
     """Each test starts with no active run, no MLFLOW_RUN_ID and DSPy's default settings."""
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     yield
     while mlflow.active_run() is not None:
         mlflow.end_run()

@@ -34,7 +34,9 @@ def options(group: str) -> list[str]:
 
 
 GROUP_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
-EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")) or [
+    pytest.param(None, marks=pytest.mark.skip(reason="no presets in experiments/*.yaml yet"))
+]
 
 
 def resolved(cfg) -> dict:
@@ -82,7 +84,6 @@ def test_root_config_specifics(make_cfg):
 
     evaluate = resolved(make_cfg("evaluate", fake=False))
     assert evaluate["split"] == "test" and evaluate["eval"]["split"] == "test"
-    assert "optimizer" not in evaluate
 
     register = resolved(make_cfg("register", fake=False))
     assert register["split"] == "dev" and register["run_id"] is None
@@ -200,7 +201,9 @@ def test_every_optimizer_compiler_instantiates(make_cfg, optimizer):
 
 
 def test_optimizer_settings_reach_the_compiler(make_cfg):
-    bootstrap = instantiate(make_cfg("train", ["optimizer=bootstrap"], fake=False).optimizer.compiler, metric=exact_match)
+    bootstrap = instantiate(
+        make_cfg("train", ["optimizer=bootstrap"], fake=False).optimizer.compiler, metric=exact_match
+    )
     assert (bootstrap.max_bootstrapped_demos, bootstrap.max_labeled_demos, bootstrap.max_rounds) == (4, 8, 1)
     fewshot = instantiate(make_cfg("train", ["optimizer=labeled_fewshot", "optimizer.compiler.k=3"]).optimizer.compiler)
     assert fewshot.k == 3
@@ -279,30 +282,47 @@ def test_bad_group_option_lists_the_available_ones(make_cfg, group):
     assert isinstance(info.value, HydraException)
 
 
-@pytest.mark.xfail(
-    reason="BUG: train/evaluate/register.yaml declare `optional experiment: null`, so a misspelt "
-    "`experiment=<name>` is silently ignored and the default config runs; `experiment: null` "
-    "(not optional) makes Hydra report the missing preset",
-    strict=False,
-)
 def test_unknown_experiment_is_an_error(make_cfg):
     with pytest.raises(MissingConfigException, match="experiment/definitely_not_a_preset"):
         make_cfg("train", ["experiment=definitely_not_a_preset"], fake=False)
 
 
-@pytest.mark.parametrize("config_name", ["train", "main"])
+@pytest.mark.parametrize("config_name", ["train", "main", "evaluate", "register"])
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_preset_composes(make_cfg, config_name, experiment):
     cfg = make_cfg(config_name, [f"experiment={experiment}"], fake=False)
     container = resolved(cfg)
     # Without `# @package _global_` a preset's keys land under `experiment.` and change nothing.
     assert "experiment" not in container, f"experiments/{experiment}.yaml lacks '# @package _global_'"
+    assert container != resolved(make_cfg(config_name, fake=False)), "the preset changed nothing"
+
+    preset = OmegaConf.to_container(OmegaConf.load(EXPERIMENTS_DIR / f"{experiment}.yaml"))
+    # Its group choices (`override /optimizer: none`) took effect...
+    for entry in preset.pop("defaults", []):
+        if isinstance(entry, dict):
+            for key, option in entry.items():
+                group = key.removeprefix("override").strip().lstrip("/")
+                if group in container and isinstance(container[group], dict) and "name" in container[group]:
+                    assert container[group]["name"] == option, f"{group}={option}"
+    # ...and so did its values (except the sizes the test fixture shrinks on the command line).
+    for key, value in flatten(preset).items():
+        if not key.startswith("task.data.") or not key.endswith("_size"):
+            node = container
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, key
+
     assert container["optimizer"]["name"] in options("optimizer")
-    assert container["task"]["name"]
     if cfg.optimizer.compiler is not None:
         kwargs = {"metric": exact_match} if "metric" in cfg.optimizer.compiler else {}
         instantiate(cfg.optimizer.compiler, **kwargs)
     instantiate(cfg.program, labels=LABELS)
+    if config_name == "train":
+        path = Path(container["task"]["data"]["path"])
+        if not path.is_file():
+            pytest.skip(f"dataset of experiment={experiment} not present on this machine: {path}")
+        splits = instantiate(cfg.task.data)
+        assert len(splits.frames["train"]) == cfg.task.data.train_size
 
 
 # -- redact / flatten -----------------------------------------------------------------------------

@@ -16,11 +16,7 @@ LABELS = [f"intent_{i}" for i in range(8)]
 
 
 def make_frame(n_per_label: int = 5, labels=LABELS) -> pd.DataFrame:
-    rows = [
-        {"text": f"message {i} about {label}", "label": label}
-        for label in labels
-        for i in range(n_per_label)
-    ]
+    rows = [{"text": f"message {i} about {label}", "label": label} for label in labels for i in range(n_per_label)]
     return pd.DataFrame(rows)
 
 
@@ -69,9 +65,7 @@ def test_column_mapping_renames_file_columns_to_program_fields(tmp_path):
     frame = make_frame().rename(columns={"text": "utterance", "label": "intent"})
     frame["extra"] = "ignored"
     path = write(frame, tmp_path / "mapped.csv")
-    splits = load_splits(
-        path, columns={"text": "utterance", "label": "intent"}, train_size=8, dev_size=8, test_size=8
-    )
+    splits = load_splits(path, columns={"text": "utterance", "label": "intent"}, train_size=8, dev_size=8, test_size=8)
     assert list(splits.frames["train"].columns) == ["_row", "text", "label"]
     example = splits.train[0]
     assert set(example.keys()) == {"text", "label"}

@@ -24,8 +24,14 @@ from .helpers import free_port, wait_for_ping
 pytestmark = pytest.mark.slow
 
 LABELS = {
-    "book_flight", "cancel_booking", "flight_status", "baggage_policy",
-    "change_seat", "refund_request", "lost_luggage", "check_in",
+    "book_flight",
+    "cancel_booking",
+    "flight_status",
+    "baggage_policy",
+    "change_seat",
+    "refund_request",
+    "lost_luggage",
+    "check_in",
 }
 
 
@@ -35,9 +41,15 @@ def trained(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("e2e")
     cfg = compose_cfg(
-        "main", tmp,
-        ["optimizer=labeled_fewshot", "optimizer.compiler.k=4",
-         "task.data.train_size=8", "task.data.dev_size=6", "task.data.test_size=6"],
+        "main",
+        tmp,
+        [
+            "optimizer=labeled_fewshot",
+            "optimizer.compiler.k=4",
+            "task.data.train_size=8",
+            "task.data.dev_size=6",
+            "task.data.test_size=6",
+        ],
         fake=False,
     )
     train_res, test_res, reg_res = run_main(cfg)
@@ -73,8 +85,11 @@ def test_served_champion_answers_and_survives_bad_requests(trained):
     env = os.environ | {"MLFLOW_TRACKING_URI": str(cfg.tracking.uri)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.serve", f"port={port}", f"tracking.uri={cfg.tracking.uri}"],
-        cwd=PROJECT_ROOT, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=PROJECT_ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_ping(url, proc)
@@ -83,8 +98,9 @@ def test_served_champion_answers_and_survives_bad_requests(trained):
         assert one.status_code == 200, one.text
         assert len(one.json()["predictions"]) == 1
         texts = ["I want a refund for my cancelled flight", "can I pick a window seat?", "is LH 903 delayed?"]
-        split = requests.post(inv, json={"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}},
-                              timeout=120)
+        split = requests.post(
+            inv, json={"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}}, timeout=120
+        )
         assert split.status_code == 200, split.text
         preds = split.json()["predictions"]
         assert len(preds) == 3 and {p["label"] for p in preds} <= LABELS

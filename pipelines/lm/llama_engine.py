@@ -113,9 +113,7 @@ class LlamaCppEngine:
             model=self.model_name,
             message=Message.assistant((TextPart(choice["message"].get("content") or ""),)),
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            usage=Usage(
-                input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens")
-            ),
+            usage=Usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens")),
         )
 
     def stream(self, request):

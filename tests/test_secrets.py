@@ -1,0 +1,98 @@
+"""No API key leaves the environment: not in params, tags, artifacts, traces, models or the registry.
+
+A fake OpenAI-compatible server on loopback stands in for a provider; sentinel keys sit in the
+environment; after train, evaluate and register have run (and the model has been loaded back),
+no file of the tracking store, its artifacts or the DSPy cache contains a sentinel.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import mlflow
+import pandas as pd
+import pytest
+
+from pipelines.evaluate import evaluate
+from pipelines.register import register
+from pipelines.train import train
+
+from .fakes import TRAVEL_RULES
+from .helpers import files_containing
+
+SENTINEL = "sk-SENTINEL-7f3a9c1e5b2d4a6f"
+OTHER_SENTINEL = "sk-OTHER-SENTINEL-0b1c2d3e"
+
+
+class _FakeOpenAI(BaseHTTPRequestHandler):
+    seen_auth: list[str] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _FakeOpenAI.seen_auth.append(self.headers.get("Authorization", ""))
+        last = body["messages"][-1]["content"]
+        last = last if isinstance(last, str) else " ".join(p.get("text", "") for p in last)
+        match = re.search(r"\[\[ ## text ## \]\]\s*(.*?)(?:\n\n|\[\[|$)", last, re.S)
+        text = (match.group(1) if match else last).lower()
+        label = next((lab for key, lab in TRAVEL_RULES.items() if key in text), "book_flight")
+        reply = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", "fake"),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": json.dumps({"label": label})},
+                }
+            ],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55},
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_provider():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _FakeOpenAI.seen_auth.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_keys_never_reach_the_store(make_cfg, monkeypatch, tmp_path, fake_provider):
+    monkeypatch.setenv("MY_PROVIDER_KEY", SENTINEL)
+    monkeypatch.setenv("OPENAI_API_KEY", OTHER_SENTINEL)
+    overrides = [
+        "lm=openai_compatible",
+        f"lm.api_base={fake_provider}",
+        "lm.model=openai/fake-model",
+        "lm.api_key_env=MY_PROVIDER_KEY",
+        "lm.require_key=true",
+    ]
+    trained = train(make_cfg("main", [*overrides, "optimizer=bootstrap"], fake=False))
+    evaluate(make_cfg("evaluate", overrides, fake=False), model_uri=trained.model_uri)
+    register(make_cfg("register", overrides, fake=False), run_id=trained.run_id)
+    # The model reads its key from the serving environment when it loads, and answers.
+    out = mlflow.pyfunc.load_model(trained.model_uri).predict(pd.DataFrame({"text": ["I want a refund"]}))
+    assert out["label"].tolist() == ["refund_request"]
+
+    # The key was really used (so the check below is not vacuous)...
+    assert f"Bearer {SENTINEL}" in _FakeOpenAI.seen_auth
+    # ...and is nowhere on disk: sqlite store (params, tags, traces, registry), artifacts, DSPy cache.
+    assert any(tmp_path.rglob("*.db")), "the tracking store should exist"
+    for needle in (SENTINEL, OTHER_SENTINEL):
+        assert files_containing(tmp_path, needle) == []
