@@ -17,3 +17,14 @@ def exact_match(example: dspy.Example, prediction: dspy.Prediction, trace=None, 
     """1.0 when the predicted field equals the gold one, ignoring case and surrounding space."""
     predicted = getattr(prediction, field, None) if prediction is not None else None
     return float(predicted is not None and _norm(predicted) == _norm(example[field]))
+
+
+def exact_match_with_feedback(gold, pred, trace=None, pred_name=None, pred_trace=None, field: str = "label"):
+    """`exact_match` plus the textual feedback GEPA's reflection step learns from."""
+    score = exact_match(gold, pred, trace, field=field)
+    predicted = getattr(pred, field, None) if pred is not None else None
+    if score:
+        feedback = f"Correct: the {field} is {gold[field]!r}."
+    else:
+        feedback = f"Wrong: predicted {predicted!r}, but the correct {field} is {gold[field]!r}."
+    return dspy.Prediction(score=score, feedback=feedback)

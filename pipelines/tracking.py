@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import PROJECT_ROOT, flatten, redact, to_container
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit for one param value
+SWEEP_PARENT_ENV = "PIPELINES_SWEEP_PARENT_RUN_ID"  # set by pipelines.sweep.MLflowSweep
 
 
 def configure_tracking(tracking: DictConfig) -> str:
@@ -91,8 +92,14 @@ def tracked_run(cfg: DictConfig, entry: str, run_name: str | None = None) -> Ite
     # `mlflow run` creates a run and passes its id in MLFLOW_RUN_ID: log into that run, so the run it
     # prints is the one holding the results. Popped so later start_run calls are not hijacked by it.
     launcher_run = os.environ.pop("MLFLOW_RUN_ID", None)
-    kwargs = {"run_id": launcher_run} if launcher_run else {"experiment_id": experiment_id}
-    with mlflow.start_run(run_name=None if launcher_run else run_name, **kwargs) as run:
+    sweep_parent = os.environ.get(SWEEP_PARENT_ENV)
+    if sweep_parent:  # a job of a Hydra sweep: a child of the sweep's parent run (pipelines.sweep)
+        kwargs = {"experiment_id": experiment_id, "parent_run_id": sweep_parent, "run_name": run_name}
+    elif launcher_run:
+        kwargs = {"run_id": launcher_run}
+    else:
+        kwargs = {"experiment_id": experiment_id, "run_name": run_name}
+    with mlflow.start_run(**kwargs) as run:
         mlflow.set_tags(run_tags(cfg, entry))
         log_config(cfg)
         try:

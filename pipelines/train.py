@@ -11,12 +11,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-import dspy
 import mlflow
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from .cli import hydra_main
+from .compile import compile_program
 from .evaluation import evaluate_program
 from .model import build_spec, log_program_model
 from .session import resolve_metric, start_session
@@ -34,18 +34,8 @@ class TrainResult:
     split: str
 
 
-def compile_program(cfg: DictConfig, program: dspy.Module, trainset, metric) -> dspy.Module:
-    """Run the configured optimiser (`optimizer.compiler` is a `_target_` to a DSPy teleprompter)."""
-    if cfg.optimizer.get("compiler") is None:
-        return program
-    kwargs = {"metric": metric} if "metric" in cfg.optimizer.compiler else {}
-    compiler = instantiate(cfg.optimizer.compiler, **kwargs)
-    compile_args = instantiate(cfg.optimizer.get("compile_args") or {})
-    return compiler.compile(program, trainset=trainset, **compile_args)
-
-
 def train(cfg: DictConfig) -> TrainResult:
-    start_session(cfg)
+    session = start_session(cfg)
     with tracked_run(cfg, "train", run_name=cfg.run_name or f"train-{cfg.optimizer.name}") as run:
         splits = instantiate(cfg.task.data)
         splits.log_to_mlflow()
@@ -55,7 +45,7 @@ def train(cfg: DictConfig) -> TrainResult:
         log.info("compile: optimizer=%s on %d train examples", cfg.optimizer.name, len(splits.train))
         start = time.perf_counter()
         with measure_usage() as usage:
-            compiled = compile_program(cfg, program, splits.train, metric)
+            compiled = compile_program(cfg, session, program, splits.train, splits.dev)
         compile_s = time.perf_counter() - start
         mlflow.log_metrics({"compile_wall_s": compile_s} | {f"compile_{k}": v for k, v in usage.summary().items()})
         log.info("compile: done in %.1fs", compile_s)

@@ -9,6 +9,7 @@ JSONAdapter expects.
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import dspy
@@ -35,21 +36,63 @@ TRAVEL_RULES = {
 
 
 class KeywordEngine:
+    """Answers every JSON output field the adapter's schema asks for.
+
+    The label comes from keyword rules; when no rule fires, from the demo in the prompt whose text
+    shares most words with the input (so demos help, and optimisers have something to choose); at
+    temperature > 0, one answer in four is a random other label (so sampling varies). Other string
+    fields (an optimiser's proposed instruction, a description) get a short fixed sentence.
+    """
+
     supports_response_schema = True
     supported_params = ("response_format", "temperature", "max_tokens")
 
-    def __init__(self, rules: dict[str, str], default: str, field: str = "text", output: str = "label"):
+    def __init__(self, rules: dict[str, str], default: str, field: str = "text", output: str = "label", seed=0):
         self.rules, self.default, self.field, self.output = dict(rules), default, field, output
+        self.rng = random.Random(seed)
         self.calls = 0
+
+    def _field(self, content: str, name: str) -> str | None:
+        match = re.search(rf"\[\[ ## {name} ## \]\]\s*(.*?)(?:\n\n|\[\[|$)", content, re.S)
+        return match.group(1).strip() if match else None
+
+    def _label(self, request, labels: list[str]) -> str:
+        messages = request.messages
+        text = (self._field(messages[-1].text or "", self.field) or messages[-1].text or "").lower()
+        label = next((lab for key, lab in self.rules.items() if key in text), None)
+        if label is None:  # nearest demo by shared content words (at least two in common)
+            words, best = set(re.findall(r"[a-z]{4,}", text)), (1, self.default)
+            for user, reply in zip(messages[:-1:2], messages[1:-1:2], strict=False):
+                demo_text = (self._field(user.text or "", self.field) or "").lower()
+                overlap = len(words & set(re.findall(r"[a-z]{4,}", demo_text)))
+                demo_label = _json_field(reply.text or "", self.output)
+                if demo_label and overlap > best[0]:
+                    best = (overlap, demo_label)
+            label = best[1]
+        temperature = request.config.temperature or 0.0
+        if temperature > 0 and labels and self.rng.random() < 0.25:
+            label = self.rng.choice(labels)
+        return label
 
     def complete(self, request) -> Response:
         validate_request(request)
         self.calls += 1
+        schema = _schema(request.config.response_format)
+        props = schema.get("properties") or {self.output: {}}
+        answer = {}
+        for name, prop in props.items():
+            if name == self.output:
+                answer[name] = self._label(request, prop.get("enum") or [])
+            elif prop.get("enum"):
+                answer[name] = prop["enum"][0]
+            elif prop.get("type") in ("integer", "number"):
+                answer[name] = 1
+            elif prop.get("type") == "array":
+                answer[name] = []
+            else:
+                answer[name] = "Classify the customer's message by its main request."
+        body = json.dumps(answer)
         last = request.messages[-1].text or ""
-        match = re.search(rf"\[\[ ## {self.field} ## \]\]\s*(.*?)(?:\n\n|\[\[|$)", last, re.S)
-        text = (match.group(1) if match else last).lower()
-        label = next((lab for key, lab in self.rules.items() if key in text), self.default)
-        body = json.dumps({self.output: label})
         return Response(
             id=f"fake-{self.calls}",
             model="fake",
@@ -63,6 +106,21 @@ class KeywordEngine:
 
     def close(self):
         pass
+
+
+def _schema(response_format) -> dict:
+    if not response_format:
+        return {}
+    schema = response_format.get("schema") or (response_format.get("json_schema") or {}).get("schema") or {}
+    return schema
+
+
+def _json_field(text: str, name: str) -> str | None:
+    try:
+        value = json.loads(text).get(name)
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def fake_lm(rules: dict[str, str] | None = None, default: str = "book_flight", cache: bool = False, **_) -> dspy.LM:
