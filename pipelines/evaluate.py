@@ -15,11 +15,13 @@ import logging
 from dataclasses import dataclass
 
 import mlflow
+import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from .cli import hydra_main
 from .evaluation import EvalOutcome, evaluate_program
+from .plots import classification_figures, figures_html
 from .registry import load_program
 from .session import resolve_metric, start_session
 from .tracking import tracked_run
@@ -70,6 +72,21 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, split: str | None = 
             display_progress=cfg.eval.display_progress,
         )
         outcome.log(split)
+        if splits.labels:
+            low, high = outcome.ci()
+            summary = pd.DataFrame(
+                [
+                    {
+                        "model": model_uri or "fresh program",
+                        "split": split,
+                        "examples": len(outcome.table),
+                        "score": round(outcome.score, 4),
+                        "ci95": f"[{low:.3f}, {high:.3f}]",
+                    }
+                ]
+            )
+            html = figures_html(classification_figures(outcome.table, splits.labels), f"Evaluation on {split}", summary)
+            mlflow.log_text(html, f"eval/{split}_report.html")
         log.info(
             "%s on %s: %.3f (%d examples)",
             model_uri or "fresh program",

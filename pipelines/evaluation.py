@@ -19,6 +19,7 @@ import dspy
 import mlflow
 import pandas as pd
 
+from .stats import bootstrap_ci
 from .usage import measure_usage
 
 
@@ -30,10 +31,17 @@ class EvalOutcome:
     wall_s: float = 0.0
     errors: int = 0
 
+    def ci(self, confidence: float = 0.95) -> tuple[float, float]:
+        _, low, high = bootstrap_ci(self.table["correct"], confidence=confidence)
+        return low, high
+
     def metrics(self, prefix: str) -> dict[str, float]:
         lat = self.table["latency_s"].dropna()
+        low, high = self.ci()
         out = {
             f"{prefix}_score": self.score,
+            f"{prefix}_score_ci95_low": low,  # bootstrap over examples
+            f"{prefix}_score_ci95_high": high,
             f"{prefix}_examples": float(len(self.table)),
             f"{prefix}_errors": float(self.errors),
             f"{prefix}_wall_s": self.wall_s,
@@ -41,6 +49,7 @@ class EvalOutcome:
         if len(lat):
             out[f"{prefix}_latency_p50_s"] = float(lat.median())
             out[f"{prefix}_latency_p95_s"] = float(lat.quantile(0.95))
+            out[f"{prefix}_latency_p99_s"] = float(lat.quantile(0.99))
         out.update({f"{prefix}_{k}": float(v) for k, v in self.usage.items()})
         return out
 

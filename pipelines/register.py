@@ -2,12 +2,13 @@
 
     python -m pipelines.register                      # the latest finished train/optimize run
     python -m pipelines.register run_id=<id>
+    python -m pipelines.register registry.gate.alpha=0.1
     python -m pipelines.register force=true           # promote regardless (recorded as forced)
 
-The challenger and the current champion are compared on the same split (`eval.split`, dev by default)
-with the same data digest. Scores already on record for that digest are reused; missing ones are
-measured now. The decision, both scores and the reason are tagged on the new version and logged in
-this run.
+Challenger and champion are compared on the same examples (`eval.split`, dev by default, same data
+digest) with a paired test (`pipelines.gate`). Per-example results already on record for that digest
+are reused; missing ones are measured now and recorded for next time. The decision, both scores,
+the p-value and the interval are tagged on the new version and logged in this run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from omegaconf import DictConfig
 
 from .cli import hydra_main
 from .evaluation import evaluate_program
-from .registry import cached_score, get_alias, latest_model_run, load_program, record_score
+from .gate import decide
+from .registry import get_alias, latest_model_run, load_program, record_predictions, recorded_predictions
 from .session import resolve_metric, start_session
 from .tracking import configure_tracking, git_commit, tracked_run
 
@@ -38,16 +40,7 @@ class RegisterResult:
     reason: str
     challenger_score: float
     champion_score: float | None
-
-
-def decide(challenger: float, champion: float | None, force: bool) -> tuple[bool, str]:
-    if force:
-        return True, "forced by the user (force=true)"
-    if champion is None:
-        return True, "no current champion"
-    if challenger > champion:
-        return True, f"challenger {challenger:.4f} beats champion {champion:.4f}"
-    return False, f"challenger {challenger:.4f} does not beat champion {champion:.4f}"
+    p_value: float | None = None
 
 
 def register(cfg: DictConfig, run_id: str | None = None, split: str | None = None, force: bool = False):
@@ -60,26 +53,30 @@ def register(cfg: DictConfig, run_id: str | None = None, split: str | None = Non
 
     with tracked_run(cfg, "register", run_name=cfg.run_name or f"register-{name}") as run:
         splits = instantiate(cfg.task.data)
-        digests = splits.log_to_mlflow()
-        digest, examples = digests[split], splits.examples(split)
+        digest = splits.log_to_mlflow()[split]
         metric = resolve_metric(cfg.task.metric)
         client = MlflowClient()
 
-        def score_of(version) -> float:
-            score = cached_score(version, split, digest)
-            if score is None:
+        def results_of(version, role: str):
+            """Per-example results of `version` on the split: on record, or measured now."""
+            table = recorded_predictions(version, split, digest)
+            if table is None:
+                log.info("scoring %s v%s on %s (no results on record for this data)", name, version.version, split)
                 loaded = load_program(f"models:/{version.name}/{version.version}")
-                score = evaluate_program(
+                outcome = evaluate_program(
                     loaded.program,
-                    examples,
+                    splits.examples(split),
                     metric,
                     lm=loaded.lm,
                     adapter=loaded.adapter,
                     num_threads=cfg.eval.num_threads,
                     target=splits.target,
-                ).score
-            record_score(version, split, digest, score)
-            return score
+                    display_progress=cfg.eval.display_progress,
+                )
+                table, path = outcome.table, f"eval/{role}_v{version.version}_{split}_predictions.json"
+                mlflow.log_table(table, artifact_file=path)
+                record_predictions(version, split, digest, run.info.run_id, path, outcome.score)
+            return table
 
         champion = get_alias(name, cfg.registry.champion_alias)
         version = mlflow.register_model(model_uri, name)
@@ -96,36 +93,40 @@ def register(cfg: DictConfig, run_id: str | None = None, split: str | None = Non
             client.set_model_version_tag(name, version.version, key, str(value))
         client.set_registered_model_alias(name, cfg.registry.challenger_alias, version.version)
 
-        challenger_score = score_of(version)
-        champion_score = score_of(champion) if champion is not None else None
-        promoted, reason = decide(challenger_score, champion_score, force)
-        if promoted:
+        challenger_table = results_of(version, "challenger")
+        champion_table = results_of(champion, "champion") if champion is not None else None
+        gate = cfg.registry.gate
+        decision = decide(challenger_table, champion_table, alpha=gate.alpha, min_gain=gate.min_gain, force=force)
+        if decision.promote:
             client.set_registered_model_alias(name, cfg.registry.champion_alias, version.version)
 
-        decision = {
-            "promotion.decision": "promoted" if promoted else "kept_champion",
-            "promotion.reason": reason,
+        challenger_score = float(challenger_table["correct"].mean())
+        champion_score = float(champion_table["correct"].mean()) if champion_table is not None else None
+        tags = decision.tags() | {
             "promotion.forced": str(bool(force)).lower(),
             "promotion.split": split,
-            "promotion.champion_version": champion.version if champion else "none",
+            "promotion.alpha": str(gate.alpha),
+            "promotion.champion_version": str(champion.version) if champion else "none",
             "promotion.champion_score": f"{champion_score:.6f}" if champion_score is not None else "none",
             "promotion.challenger_score": f"{challenger_score:.6f}",
         }
-        for key, value in decision.items():
+        for key, value in tags.items():
             client.set_model_version_tag(name, version.version, key, value)
-        mlflow.set_tags(decision | {"model_name": name, "model_version": str(version.version)})
+        mlflow.set_tags(tags | {"model_name": name, "model_version": str(version.version)})
         mlflow.log_metric("challenger_score", challenger_score)
         if champion_score is not None:
             mlflow.log_metric("champion_score", champion_score)
-        log.info("%s v%s: %s (%s)", name, version.version, decision["promotion.decision"], reason)
+            mlflow.log_metric("promotion_p_value", decision.test.p_value)
+        log.info("%s v%s: %s (%s)", name, version.version, tags["promotion.decision"], decision.reason)
         return RegisterResult(
             run_id=run.info.run_id,
             name=name,
             version=str(version.version),
-            promoted=promoted,
-            reason=reason,
+            promoted=decision.promote,
+            reason=decision.reason,
             challenger_score=challenger_score,
             champion_score=champion_score,
+            p_value=decision.test.p_value if decision.test else None,
         )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import dspy
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
@@ -91,22 +92,34 @@ def get_alias(name: str, alias: str) -> ModelVersion | None:
         return None
 
 
-def cached_score(version: ModelVersion, split: str, digest: str) -> float | None:
-    """A score recorded for this version on exactly this split's data, else None.
+def _load_table(run_id: str, path: str) -> pd.DataFrame | None:
+    try:
+        table = mlflow.load_table(path, run_ids=[run_id])
+    except MlflowException:
+        return None
+    return table.drop(columns=["run_id"], errors="ignore")
 
-    Looks at the version's own tags first, then at the metrics of the run that produced it.
+
+def recorded_predictions(version: ModelVersion, split: str, digest: str) -> pd.DataFrame | None:
+    """Per-example results of this version on exactly this split's data, if any run recorded them.
+
+    Looks at a table a previous `register` run attached to the version (tags `eval.<split>.*`),
+    then at the table the run that produced the model logged (`eval/<split>_predictions.json`).
     """
     tags = version.tags or {}
-    if tags.get(f"eval.{split}.digest") == digest and f"eval.{split}.score" in tags:
-        return float(tags[f"eval.{split}.score"])
+    if tags.get(f"eval.{split}.digest") == digest and f"eval.{split}.table_run" in tags:
+        table = _load_table(tags[f"eval.{split}.table_run"], tags[f"eval.{split}.table"])
+        if table is not None:
+            return table
     if version.run_id:
         run = MlflowClient().get_run(version.run_id)
-        if run.data.tags.get(f"data.digest.{split}") == digest and f"{split}_score" in run.data.metrics:
-            return float(run.data.metrics[f"{split}_score"])
+        if run.data.tags.get(f"data.digest.{split}") == digest:
+            return _load_table(version.run_id, f"eval/{split}_predictions.json")
     return None
 
 
-def record_score(version: ModelVersion, split: str, digest: str, score: float) -> None:
+def record_predictions(version: ModelVersion, split: str, digest: str, run_id: str, path: str, score: float) -> None:
+    """Point the version at a table of its results on this split (so the next comparison reuses it)."""
     client = MlflowClient()
-    client.set_model_version_tag(version.name, version.version, f"eval.{split}.score", f"{score:.6f}")
-    client.set_model_version_tag(version.name, version.version, f"eval.{split}.digest", digest)
+    for key, value in {"digest": digest, "table_run": run_id, "table": path, "score": f"{score:.6f}"}.items():
+        client.set_model_version_tag(version.name, version.version, f"eval.{split}.{key}", value)

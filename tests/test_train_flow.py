@@ -56,6 +56,8 @@ def test_register_promotes_only_a_better_challenger(make_cfg):
     assert str(client.get_model_version_by_alias(reg2.name, "challenger").version) == reg2.version
     tags = client.get_model_version(reg2.name, reg2.version).tags
     assert tags["promotion.decision"] == "kept_champion"
+    assert tags["promotion.test"] == "mcnemar_exact" and float(tags["promotion.p_value"]) == 1.0
+    assert reg2.reason.startswith("no improvement")
     assert tags["source_run_id"] == second.run_id
     assert tags["git_commit"]
 

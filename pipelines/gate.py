@@ -1,0 +1,73 @@
+"""The promotion gate: promote a challenger only on significant evidence from the same examples.
+
+    >>> decide(challenger_table, champion_table, alpha=0.05)            # doctest: +SKIP
+    Decision(promote=True, reason='challenger 0.812 vs champion 0.700 on 80 paired examples: ...')
+
+Both tables are per-example results on one split with one data digest, in the same order. The
+paired test (McNemar's exact test for 0/1 scores, a paired bootstrap otherwise) is one-sided:
+"is the challenger better?". `min_gain` guards against promoting a significant but negligible gain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .stats import PairedTest, paired_test
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    test: PairedTest | None = None
+
+    def tags(self) -> dict[str, str]:
+        out = {"promotion.decision": "promoted" if self.promote else "kept_champion", "promotion.reason": self.reason}
+        if self.test is not None:
+            t = self.test
+            out |= {
+                "promotion.test": t.method,
+                "promotion.p_value": f"{t.p_value:.6g}",
+                "promotion.diff": f"{t.diff:.6f}",
+                "promotion.diff_ci95": f"[{t.low:.4f}, {t.high:.4f}]",
+                "promotion.paired_examples": str(t.n),
+                "promotion.wins": str(t.wins),
+                "promotion.losses": str(t.losses),
+            }
+        return out
+
+
+def align(challenger: pd.DataFrame, champion: pd.DataFrame, key: str = "text") -> tuple[pd.Series, pd.Series]:
+    """The two `correct` columns, checked to be about the same examples in the same order."""
+    if len(challenger) != len(champion):
+        raise ValueError(f"cannot pair {len(challenger)} challenger results with {len(champion)} champion results")
+    if key in challenger and key in champion and not challenger[key].equals(champion[key]):
+        raise ValueError("challenger and champion results are not on the same examples")
+    return challenger["correct"].astype(float), champion["correct"].astype(float)
+
+
+def decide(
+    challenger: pd.DataFrame,
+    champion: pd.DataFrame | None,
+    alpha: float = 0.05,
+    min_gain: float = 0.0,
+    force: bool = False,
+) -> Decision:
+    if champion is None:
+        return Decision(True, "no current champion")
+    a, b = align(challenger, champion)
+    test = paired_test(a, b, confidence=1 - 2 * alpha)
+    summary = (
+        f"challenger {test.challenger:.3f} vs champion {test.champion:.3f} on {test.n} paired examples "
+        f"({test.method}, p={test.p_value:.4g}, diff CI [{test.low:+.3f}, {test.high:+.3f}])"
+    )
+    if force:
+        return Decision(True, f"forced by the user (force=true); {summary}", test)
+    if test.p_value < alpha and test.diff > min_gain:
+        return Decision(True, f"significant improvement at alpha={alpha}: {summary}", test)
+    why = "no improvement" if test.diff <= 0 else f"not significant at alpha={alpha}"
+    if test.p_value < alpha:
+        why = f"gain {test.diff:.3f} not above min_gain={min_gain}"
+    return Decision(False, f"{why}: {summary}", test)
