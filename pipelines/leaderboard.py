@@ -23,10 +23,11 @@ def leaderboard(experiment: str, split: str = "dev") -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame(columns=["run_id", "run_name", "entry_point", "optimizer", "score"])
     runs = runs[_col(runs, "tags.entry_point").isin(["train", "optimize"])]
-    lm_calls = _col(runs, f"metrics.{split}_lm_calls", 0).fillna(0) + _col(runs, "metrics.compile_lm_calls", 0).fillna(
-        0
-    )
-    cost = _col(runs, f"metrics.{split}_cost_usd", 0).fillna(0) + _col(runs, "metrics.compile_cost_usd", 0).fillna(0)
+
+    def total(name: str) -> pd.Series:  # compile + scoring on `split`
+        return _col(runs, f"metrics.{split}_{name}", 0).fillna(0) + _col(runs, f"metrics.compile_{name}", 0).fillna(0)
+
+    lm_calls, cost = total("lm_calls"), total("cost_usd")
     board = pd.DataFrame(
         {
             "run_id": runs["run_id"],
