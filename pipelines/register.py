@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 from hydra.utils import instantiate
@@ -25,6 +26,7 @@ from .cli import hydra_main
 from .evaluation import evaluate_program
 from .gate import decide
 from .registry import get_alias, latest_model_run, load_program, record_predictions, recorded_predictions
+from .report import comparison_report
 from .session import resolve_metric, start_session
 from .tracking import configure_tracking, git_commit, tracked_run
 
@@ -43,7 +45,13 @@ class RegisterResult:
     p_value: float | None = None
 
 
-def register(cfg: DictConfig, run_id: str | None = None, split: str | None = None, force: bool = False):
+def register(
+    cfg: DictConfig,
+    run_id: str | None = None,
+    split: str | None = None,
+    force: bool = False,
+    report_path: str | None = None,
+):
     start_session(cfg)
     split = split or cfg.eval.split
     name = cfg.registry.name
@@ -113,6 +121,13 @@ def register(cfg: DictConfig, run_id: str | None = None, split: str | None = Non
         for key, value in tags.items():
             client.set_model_version_tag(name, version.version, key, value)
         mlflow.set_tags(tags | {"model_name": name, "model_version": str(version.version)})
+        champion_name = f"champion v{champion.version}" if champion else "no champion"
+        report = comparison_report(
+            f"challenger v{version.version}", challenger_table, champion_name, champion_table, decision
+        )
+        mlflow.log_text(report, "promotion_report.html")
+        if report_path:
+            Path(report_path).write_text(report)
         mlflow.log_metric("challenger_score", challenger_score)
         if champion_score is not None:
             mlflow.log_metric("champion_score", champion_score)
@@ -132,7 +147,7 @@ def register(cfg: DictConfig, run_id: str | None = None, split: str | None = Non
 
 @hydra_main("register")
 def main(cfg: DictConfig) -> None:
-    register(cfg, run_id=cfg.run_id, force=cfg.force)
+    register(cfg, run_id=cfg.run_id, force=cfg.force, report_path=cfg.report_path)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_bootstrap_compiles_demos(make_cfg):
     assert metrics["dev_lm_calls"] > 0
 
 
-def test_register_promotes_only_a_better_challenger(make_cfg):
+def test_register_promotes_only_a_better_challenger(make_cfg, tmp_path):
     cfg = make_cfg("main", ["optimizer=none"])
     first = train(cfg)
     reg1 = register(cfg, run_id=first.run_id)
@@ -61,8 +61,10 @@ def test_register_promotes_only_a_better_challenger(make_cfg):
     assert tags["source_run_id"] == second.run_id
     assert tags["git_commit"]
 
-    # Forcing is explicit and recorded.
-    reg3 = register(cfg, run_id=second.run_id, force=True)
+    # Forcing is explicit and recorded; the comparison report can be written to a path.
+    report = tmp_path / "report.html"
+    reg3 = register(cfg, run_id=second.run_id, force=True, report_path=str(report))
+    assert "forced by the user" in report.read_text() and "champion v" in report.read_text()
     assert reg3.promoted
     assert client.get_model_version(reg3.name, reg3.version).tags["promotion.forced"] == "true"
 
