@@ -108,11 +108,13 @@ def load_splits(
     test_size: int | None = 80,
     seed: int = 0,
     name: str | None = None,
+    classification: bool = True,
 ) -> Splits:
     """Read `path`, keep `columns` (program field -> file column), and cut train/dev/test.
 
     `labels` keeps only those labels (e.g. a 10-intent Banking77 subset); `test_size=None` takes
     every remaining row. `normalize_labels` lower-cases labels (Banking77 spells one label two ways).
+    `classification=False` is for free-text targets (GSM8K answers): no label set, no stratification.
     """
     columns = dict(columns or {"text": "text", target: "label"})
     if target not in columns:
@@ -131,10 +133,16 @@ def load_splits(
             raise DataError(
                 f"{path}: empty values in column {columns[col]!r} at data rows {rows} (0-based, header excluded)"
             )
+    if not classification:
+        if labels is not None:
+            raise DataError(f"{path}: `labels` filters a classification task; this task has free-text targets")
+        normalize_labels = False
     if normalize_labels:
         df[target] = df[target].astype(str).str.strip().str.lower()
 
-    if labels is not None:
+    if not classification:
+        label_set = None
+    elif labels is not None:
         wanted = [str(label).strip().lower() if normalize_labels else str(label) for label in labels]
         present = set(df[target])
         unknown = [label for label in wanted if label not in present]
@@ -149,7 +157,8 @@ def load_splits(
 
     # Shuffle with the seed, then interleave by label: a stratified order any prefix of which is balanced.
     df = df.sample(frac=1.0, random_state=seed)
-    df = df.assign(_rank=df.groupby(target).cumcount()).sort_values("_rank", kind="stable").drop(columns="_rank")
+    if classification:
+        df = df.assign(_rank=df.groupby(target).cumcount()).sort_values("_rank", kind="stable").drop(columns="_rank")
 
     sizes = {"train": train_size, "dev": dev_size, "test": test_size}
     for split, size in sizes.items():

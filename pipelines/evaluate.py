@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from .cli import hydra_main
 from .evaluation import EvalOutcome, evaluate_program
 from .plots import classification_figures, figures_html
+from .programs import build_program
 from .registry import load_program
 from .session import resolve_metric, start_session
 from .tracking import tracked_run
@@ -54,7 +55,7 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, split: str | None = 
         splits.log_to_mlflow()
         metric = resolve_metric(cfg.task.metric)
         if model_uri is None:
-            program = instantiate(cfg.program, labels=splits.labels)
+            program = build_program(cfg.program, splits.labels)
             lm, adapter = session.lm, session.adapter
             mlflow.set_tag("evaluated_model", "fresh program (not compiled)")
         else:
@@ -69,6 +70,7 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, split: str | None = 
             adapter=adapter,
             num_threads=cfg.eval.num_threads,
             target=splits.target,
+            labels=splits.labels,
             display_progress=cfg.eval.display_progress,
         )
         outcome.log(split)

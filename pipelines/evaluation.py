@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import dspy
 import mlflow
+import numpy as np
 import pandas as pd
 
 from .stats import bootstrap_ci
@@ -30,6 +31,7 @@ class EvalOutcome:
     usage: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     errors: int = 0
+    labels: list[str] | None = None  # classification: adds macro F1 and per-class accuracy
 
     def ci(self, confidence: float = 0.95) -> tuple[float, float]:
         _, low, high = bootstrap_ci(self.table["correct"], confidence=confidence)
@@ -51,12 +53,39 @@ class EvalOutcome:
             out[f"{prefix}_latency_p95_s"] = float(lat.quantile(0.95))
             out[f"{prefix}_latency_p99_s"] = float(lat.quantile(0.99))
         out.update({f"{prefix}_{k}": float(v) for k, v in self.usage.items()})
+        if self.labels:
+            out.update(classification_metrics(self.table, self.labels, prefix))
         return out
 
     def log(self, prefix: str) -> None:
         """Metrics as `<prefix>_score` etc. and the table as `<prefix>_predictions.json` (a UI table)."""
         mlflow.log_metrics(self.metrics(prefix))
         mlflow.log_table(self.table, artifact_file=f"eval/{prefix}_predictions.json")
+
+
+def classification_metrics(table: pd.DataFrame, labels: list[str], prefix: str) -> dict[str, float]:
+    """Macro F1 (with a bootstrap interval) and accuracy per class."""
+    from sklearn.metrics import f1_score
+
+    expected = table["expected"].astype(str).to_numpy()
+    predicted = table["predicted"].fillna("").astype(str).to_numpy()
+
+    def macro_f1(idx) -> float:
+        return float(f1_score(expected[idx], predicted[idx], labels=labels, average="macro", zero_division=0))
+
+    rng = np.random.default_rng(0)
+    everything = np.arange(len(table))
+    resamples = [macro_f1(rng.integers(0, len(table), len(table))) for _ in range(500)]
+    out = {
+        f"{prefix}_macro_f1": macro_f1(everything),
+        f"{prefix}_macro_f1_ci95_low": float(np.quantile(resamples, 0.025)),
+        f"{prefix}_macro_f1_ci95_high": float(np.quantile(resamples, 0.975)),
+    }
+    for label in labels:
+        mask = expected == label
+        if mask.any():
+            out[f"{prefix}_class_accuracy.{label}"] = float((predicted[mask] == label).mean())
+    return out
 
 
 def evaluate_program(
@@ -68,6 +97,7 @@ def evaluate_program(
     num_threads: int = 1,
     target: str = "label",
     display_progress: bool = True,
+    labels: list[str] | None = None,
 ) -> EvalOutcome:
     def timed(**inputs):
         start = time.perf_counter()
@@ -107,4 +137,5 @@ def evaluate_program(
         usage=usage.summary(),
         wall_s=wall,
         errors=errors,
+        labels=labels,
     )

@@ -6,6 +6,8 @@ to each evaluation trace after `metric.__name__`.
 
 from __future__ import annotations
 
+import re
+
 import dspy
 
 
@@ -28,3 +30,27 @@ def exact_match_with_feedback(gold, pred, trace=None, pred_name=None, pred_trace
     else:
         feedback = f"Wrong: predicted {predicted!r}, but the correct {field} is {gold[field]!r}."
     return dspy.Prediction(score=score, feedback=feedback)
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def final_number(text) -> float | None:
+    """The answer's number: what follows GSM8K's `####` if present, else the last number in the text."""
+    text = str(text)
+    if "####" in text:
+        text = text.split("####")[-1]
+    numbers = _NUMBER.findall(text)
+    if not numbers:
+        return None
+    try:
+        return float(numbers[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def numeric_match(example: dspy.Example, prediction: dspy.Prediction, trace=None, field: str = "answer") -> float:
+    """1.0 when the predicted final number equals the gold one (GSM8K: the number after `####`)."""
+    gold = final_number(example[field])
+    predicted = final_number(getattr(prediction, field, "")) if prediction is not None else None
+    return float(gold is not None and predicted is not None and abs(gold - predicted) < 1e-6)

@@ -120,7 +120,8 @@ def build_spec(cfg, labels: list[str] | None, program: dspy.Module, num_threads:
     from .config import to_container
 
     program_cfg = to_container(cfg.program)
-    program_cfg["labels"] = labels
+    if labels:
+        program_cfg["labels"] = labels
     inputs, outputs = program_fields(program)
     return redact(
         {

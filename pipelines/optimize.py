@@ -24,11 +24,12 @@ from omegaconf import DictConfig
 
 from .budget import Budget, BudgetExceeded, BudgetGuard
 from .cli import hydra_main
-from .compile import compile_program
+from .compile import check_finetuning, compile_program
 from .config import to_container
 from .evaluation import evaluate_program
 from .model import build_spec, log_program_model
 from .program_report import log_program
+from .programs import build_program
 from .session import resolve_metric, start_session
 from .tracking import tracked_run
 from .usage import measure_usage
@@ -84,9 +85,10 @@ def optimize(cfg: DictConfig) -> OptimizeResult:
     # and final evaluations below do not add child runs.
     mlflow.dspy.autolog(**(to_container(cfg.tracking.autolog) | {"log_compiles": False, "log_evals": False}))
     with tracked_run(cfg, "optimize", run_name=cfg.run_name or f"optimize-{cfg.optimizer.name}") as run:
+        check_finetuning(cfg, session.lm)  # before the baseline: nothing is spent on a run that cannot finish
         splits = instantiate(cfg.task.data)
         splits.log_to_mlflow()
-        student = instantiate(cfg.program, labels=splits.labels)
+        student = build_program(cfg.program, splits.labels)
         metric = resolve_metric(cfg.task.metric)
 
         def score_all(program, prefix: str) -> dict[str, float]:
@@ -98,6 +100,7 @@ def optimize(cfg: DictConfig) -> OptimizeResult:
                     metric,
                     num_threads=cfg.eval.num_threads,
                     target=splits.target,
+                    labels=splits.labels,
                     display_progress=cfg.eval.display_progress,
                 )
                 outcome.log(f"{prefix}{split}")

@@ -79,6 +79,7 @@ def register(
                     adapter=loaded.adapter,
                     num_threads=cfg.eval.num_threads,
                     target=splits.target,
+                    labels=splits.labels,
                     display_progress=cfg.eval.display_progress,
                 )
                 table, path = outcome.table, f"eval/{role}_v{version.version}_{split}_predictions.json"

@@ -19,6 +19,7 @@ from .cli import hydra_main
 from .compile import compile_program
 from .evaluation import evaluate_program
 from .model import build_spec, log_program_model
+from .programs import build_program
 from .session import resolve_metric, start_session
 from .tracking import tracked_run
 from .usage import measure_usage
@@ -39,7 +40,7 @@ def train(cfg: DictConfig) -> TrainResult:
     with tracked_run(cfg, "train", run_name=cfg.run_name or f"train-{cfg.optimizer.name}") as run:
         splits = instantiate(cfg.task.data)
         splits.log_to_mlflow()
-        program = instantiate(cfg.program, labels=splits.labels)
+        program = build_program(cfg.program, splits.labels)
         metric = resolve_metric(cfg.task.metric)
 
         log.info("compile: optimizer=%s on %d train examples", cfg.optimizer.name, len(splits.train))
@@ -57,6 +58,7 @@ def train(cfg: DictConfig) -> TrainResult:
             metric,
             num_threads=cfg.eval.num_threads,
             target=splits.target,
+            labels=splits.labels,
             display_progress=cfg.eval.display_progress,
         )
         outcome.log(split)

@@ -124,3 +124,31 @@ def test_sweep_makes_one_parent_with_children_and_comparison(tmp_path):
     html = open(client.download_artifacts(parent.info.run_id, "comparison.html", str(tmp_path))).read()
     assert "plotly" in html.lower() and "bootstrap_rs" in html
     assert parent.data.tags["best_optimizer"] in {"bootstrap_rs", "labeled_fewshot"}
+
+
+def test_bettertogether_weight_step_without_finetuning_provider_fails_before_spending(make_cfg):
+    from pipelines.compile import FinetuningUnavailable
+
+    cfg = make_cfg("optimize", ["optimizer=bettertogether", *TINY])
+    with pytest.raises(FinetuningUnavailable, match="no fine-tuning provider"):
+        optimize(cfg)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("test")
+    (run,) = client.search_runs([exp.experiment_id], "tags.entry_point = 'optimize'")
+    assert run.info.status == "FAILED"  # visibly failed, with the reason
+    assert "FinetuningUnavailable" in run.data.tags["error"]
+    assert run.data.metrics.get("compile_lm_calls", 0) == 0  # nothing spent on prompt optimisation
+
+
+def test_bettertogether_prompts_only_strategy_runs(make_cfg):
+    cfg = make_cfg(
+        "optimize",
+        [
+            "optimizer=bettertogether",
+            "optimizer.compile_args.strategy=p",
+            "optimizer.compiler.p.num_candidate_programs=2",
+            *TINY,
+        ],
+    )
+    result = optimize(cfg)
+    assert MlflowClient().get_run(result.run_id).info.status == "FINISHED"
