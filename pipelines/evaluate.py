@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import dspy
 import mlflow
 import pandas as pd
 from hydra.utils import instantiate
@@ -25,6 +26,7 @@ from .plots import classification_figures, figures_html
 from .programs import build_program
 from .registry import load_program
 from .session import resolve_metric, start_session
+from .stats import bootstrap_ci
 from .tracking import tracked_run
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,27 @@ class EvaluateResult:
     @property
     def score(self) -> float:
         return self.outcome.score
+
+
+def score_extra_metrics(cfg: DictConfig, outcome: EvalOutcome, splits, split: str, judge) -> None:
+    """Score each configured extra metric (e.g. deepeval judges) on every evaluated example.
+
+    Each becomes a column of the per-example table and a `<split>_<name>` metric with a 95% bootstrap
+    interval. A metric config with `judge: null` is judged by the evaluated model's own LM.
+    """
+    examples = splits.examples(split)
+    for name, metric_cfg in cfg.extra_metrics.items():
+        metric = instantiate(metric_cfg, **({} if metric_cfg.get("judge") else {"judge": judge}))
+        scores = []
+        for example, predicted in zip(examples, outcome.table["predicted"], strict=True):
+            prediction = dspy.Prediction(**{splits.target: predicted})
+            scores.append(metric(example, prediction))
+        outcome.table[name] = scores
+        mean, low, high = bootstrap_ci(scores)
+        mlflow.log_metrics(
+            {f"{split}_{name}": mean, f"{split}_{name}_ci95_low": low, f"{split}_{name}_ci95_high": high}
+        )
+        log.info("%s %s: %.3f [%.3f, %.3f]", split, name, mean, low, high)
 
 
 def default_model_uri(cfg: DictConfig) -> str:
@@ -73,6 +96,8 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, split: str | None = 
             labels=splits.labels,
             display_progress=cfg.eval.display_progress,
         )
+        if cfg.get("extra_metrics"):
+            score_extra_metrics(cfg, outcome, splits, split, judge=lm)
         outcome.log(split)
         if splits.labels:
             low, high = outcome.ci()

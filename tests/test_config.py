@@ -83,7 +83,7 @@ def test_root_config_specifics(make_cfg):
     assert main["test_split"] == "test" and main["force"] is False
 
     evaluate = resolved(make_cfg("evaluate", fake=False))
-    assert evaluate["split"] == "test" and evaluate["eval"]["split"] == "test"
+    assert evaluate["eval"]["split"] == "test" and evaluate["extra_metrics"] == {}
 
     register = resolved(make_cfg("register", fake=False))
     assert register["eval"]["split"] == "dev" and register["run_id"] is None
