@@ -24,6 +24,10 @@ from .stats import bootstrap_ci
 from .usage import measure_usage
 
 
+class EvaluationFailed(RuntimeError):
+    pass
+
+
 @dataclass
 class EvalOutcome:
     score: float  # mean metric in [0, 1]
@@ -99,9 +103,15 @@ def evaluate_program(
     display_progress: bool = True,
     labels: list[str] | None = None,
 ) -> EvalOutcome:
+    errors_seen: list[BaseException] = []
+
     def timed(**inputs):
         start = time.perf_counter()
-        prediction = program(**inputs)
+        try:
+            prediction = program(**inputs)
+        except Exception as exc:
+            errors_seen.append(exc)  # DSPy's executor reports only "cancelled due to errors" at the end
+            raise
         prediction._latency_s = time.perf_counter() - start  # underscore: not an output field
         return prediction
 
@@ -115,7 +125,16 @@ def evaluate_program(
     overrides = {k: v for k, v in {"lm": lm, "adapter": adapter}.items() if v is not None}
     start = time.perf_counter()
     with dspy.context(**overrides), measure_usage() as usage:
-        result = evaluator(timed)
+        try:
+            result = evaluator(timed)
+        except Exception as exc:
+            if not errors_seen:
+                raise
+            first = errors_seen[0]
+            raise EvaluationFailed(
+                f"evaluation stopped after {len(errors_seen)} failed examples; first error: "
+                f"{type(first).__name__}: {first}"
+            ) from exc
     wall = time.perf_counter() - start
 
     rows, errors = [], 0

@@ -96,3 +96,22 @@ def test_keys_never_reach_the_store(make_cfg, monkeypatch, tmp_path, fake_provid
     assert any(tmp_path.rglob("*.db")), "the tracking store should exist"
     for needle in (SENTINEL, OTHER_SENTINEL):
         assert files_containing(tmp_path, needle) == []
+
+
+def test_keyless_server_never_receives_the_openai_key(make_cfg, monkeypatch, fake_provider):
+    """A self-hosted server with no key configured gets a placeholder, not OPENAI_API_KEY from the environment."""
+    monkeypatch.setenv("OPENAI_API_KEY", OTHER_SENTINEL)
+    monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
+    cfg = make_cfg(
+        "train",
+        [
+            "lm=openai_compatible",
+            f"lm.api_base={fake_provider}",
+            "lm.model=openai/fake-model",
+            "optimizer=none",
+            "task.data.dev_size=4",
+        ],
+        fake=False,
+    )
+    train(cfg)
+    assert _FakeOpenAI.seen_auth and all(OTHER_SENTINEL not in auth for auth in _FakeOpenAI.seen_auth)

@@ -77,6 +77,10 @@ def provider_lm(
                 f"LM {model!r} reads its API key from the environment variable {api_key_env}, which is not set. "
                 f"Export it (export {api_key_env}=...) or point lm.api_key_env at the variable that holds it."
             )
+    if "api_key" not in kwargs and not require_key:
+        # A keyless self-hosted server: send a placeholder, never whatever OPENAI_API_KEY the
+        # client library would otherwise pick up from the environment and send to that server.
+        kwargs["api_key"] = "no-key"
     if api_base:
         kwargs["api_base"] = api_base
     return dspy.LM(
