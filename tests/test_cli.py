@@ -74,7 +74,7 @@ def printed_config(proc: subprocess.CompletedProcess) -> dict:
 def test_cfg_job_prints_the_composed_config_without_running(tmp_path):
     proc = run_cli(tmp_path, "--cfg", "job", "--resolve", "optimizer=none")
     cfg = printed_config(proc)
-    assert cfg["optimizer"] == {"name": "none", "compiler": None, "compile_args": {}}
+    assert cfg["optimizer"] == {"name": "none", "uses_valset": False, "compiler": None, "compile_args": {}}
     assert cfg["seed"] == 0
     assert cfg["task"]["name"] == "travel_intents"
     assert cfg["paths"]["root"] == str(PROJECT_ROOT)
