@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from .cli import hydra_main
-from .evaluation import EvalOutcome, evaluate_program
+from .evaluation import EvalOutcome, evaluate_split
 from .plots import classification_figures, figures_html
 from .programs import build_program
 from .registry import load_program
@@ -85,17 +85,7 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, split: str | None = 
             loaded = load_program(model_uri)
             program, lm, adapter = loaded.program, loaded.lm, loaded.adapter
             mlflow.set_tags({"evaluated_model": model_uri} | loaded.version_tags())
-        outcome = evaluate_program(
-            program,
-            splits.examples(split),
-            metric,
-            lm=lm,
-            adapter=adapter,
-            num_threads=cfg.eval.num_threads,
-            target=splits.target,
-            labels=splits.labels,
-            display_progress=cfg.eval.display_progress,
-        )
+        outcome = evaluate_split(cfg, program, splits, split, metric, lm=lm, adapter=adapter)
         if cfg.get("extra_metrics"):
             score_extra_metrics(cfg, outcome, splits, split, judge=lm)
         outcome.log(split)

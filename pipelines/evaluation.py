@@ -158,3 +158,20 @@ def evaluate_program(
         errors=errors,
         labels=labels,
     )
+
+
+def evaluate_split(
+    cfg, program: dspy.Module, splits, split: str, metric: Callable, lm=None, adapter=None
+) -> EvalOutcome:
+    """`evaluate_program` on one split of a task's data, with the run's evaluation settings (`cfg.eval`)."""
+    return evaluate_program(
+        program,
+        splits.examples(split),
+        metric,
+        lm=lm,
+        adapter=adapter,
+        num_threads=cfg.eval.num_threads,
+        target=splits.target,
+        labels=splits.labels,
+        display_progress=cfg.eval.display_progress,
+    )

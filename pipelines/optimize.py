@@ -26,7 +26,7 @@ from .budget import Budget, BudgetExceeded, BudgetGuard
 from .cli import hydra_main
 from .compile import check_finetuning, compile_program
 from .config import to_container
-from .evaluation import evaluate_program
+from .evaluation import evaluate_split
 from .model import build_spec, log_program_model
 from .program_report import log_program
 from .programs import build_program
@@ -94,15 +94,7 @@ def optimize(cfg: DictConfig) -> OptimizeResult:
         def score_all(program, prefix: str) -> dict[str, float]:
             scores = {}
             for split in cfg.report_splits:
-                outcome = evaluate_program(
-                    program,
-                    splits.examples(split),
-                    metric,
-                    num_threads=cfg.eval.num_threads,
-                    target=splits.target,
-                    labels=splits.labels,
-                    display_progress=cfg.eval.display_progress,
-                )
+                outcome = evaluate_split(cfg, program, splits, split, metric)
                 outcome.log(f"{prefix}{split}")
                 scores[split] = outcome.score
                 log.info("%s%s score: %.3f", prefix, split, outcome.score)

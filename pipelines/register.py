@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from .cli import hydra_main
-from .evaluation import evaluate_program
+from .evaluation import evaluate_split
 from .gate import decide
 from .registry import get_alias, latest_model_run, load_program, record_predictions, recorded_predictions
 from .report import comparison_report
@@ -71,17 +71,7 @@ def register(
             if table is None:
                 log.info("scoring %s v%s on %s (no results on record for this data)", name, version.version, split)
                 loaded = load_program(f"models:/{version.name}/{version.version}")
-                outcome = evaluate_program(
-                    loaded.program,
-                    splits.examples(split),
-                    metric,
-                    lm=loaded.lm,
-                    adapter=loaded.adapter,
-                    num_threads=cfg.eval.num_threads,
-                    target=splits.target,
-                    labels=splits.labels,
-                    display_progress=cfg.eval.display_progress,
-                )
+                outcome = evaluate_split(cfg, loaded.program, splits, split, metric, loaded.lm, loaded.adapter)
                 table, path = outcome.table, f"eval/{role}_v{version.version}_{split}_predictions.json"
                 mlflow.log_table(table, artifact_file=path)
                 record_predictions(version, split, digest, run.info.run_id, path, outcome.score)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from .cli import hydra_main
 from .compile import compile_program
-from .evaluation import evaluate_program
+from .evaluation import evaluate_split
 from .model import build_spec, log_program_model
 from .programs import build_program
 from .session import resolve_metric, start_session
@@ -52,15 +52,7 @@ def train(cfg: DictConfig) -> TrainResult:
         log.info("compile: done in %.1fs", compile_s)
 
         split = cfg.eval.split
-        outcome = evaluate_program(
-            compiled,
-            splits.examples(split),
-            metric,
-            num_threads=cfg.eval.num_threads,
-            target=splits.target,
-            labels=splits.labels,
-            display_progress=cfg.eval.display_progress,
-        )
+        outcome = evaluate_split(cfg, compiled, splits, split, metric)
         outcome.log(split)
         log.info("%s score: %.3f (%d examples, %.1fs)", split, outcome.score, len(outcome.table), outcome.wall_s)
 
