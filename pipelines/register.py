@@ -111,6 +111,12 @@ def register(
         }
         for key, value in tags.items():
             client.set_model_version_tag(name, version.version, key, value)
+        # The description is what the registry UI shows in full (tags are truncated there).
+        description = (
+            f"{tags['promotion.decision'].replace('_', ' ')}: {decision.reason}. "
+            f"Trained by run {source.info.run_id} ({tags.get('promotion.split')} split, data {digest})."
+        )
+        client.update_model_version(name, version.version, description=description)
         mlflow.set_tags(tags | {"model_name": name, "model_version": str(version.version)})
         champion_name = f"champion v{champion.version}" if champion else "no champion"
         report = comparison_report(
