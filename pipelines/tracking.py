@@ -9,7 +9,9 @@ run is never left RUNNING.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,7 +101,7 @@ def tracked_run(cfg: DictConfig, entry: str, run_name: str | None = None) -> Ite
         kwargs = {"run_id": launcher_run}
     else:
         kwargs = {"experiment_id": experiment_id, "run_name": run_name}
-    with mlflow.start_run(**kwargs) as run:
+    with mlflow.start_run(**kwargs) as run, _sigterm_as_exit():
         mlflow.set_tags(run_tags(cfg, entry))
         log_config(cfg)
         try:
@@ -107,3 +109,21 @@ def tracked_run(cfg: DictConfig, entry: str, run_name: str | None = None) -> Ite
         except BaseException as exc:
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM (a scheduler, `kill`, a CI timeout) into SystemExit, so the run ends FAILED with a
+    reason instead of staying RUNNING forever. Only the main thread can install signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(f"terminated by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
