@@ -30,9 +30,9 @@ def test_unreachable_lm_fails_the_run_with_its_reason(make_cfg):
     client = MlflowClient()
     exp = client.get_experiment_by_name("test")
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.info.status == "FAILED"
+    assert run.info.status == "FAILED", run.info.status
     assert run.data.tags["error"]  # the reason, e.g. a connection error
-    assert "Connection" in run.data.tags["error"] or "connect" in run.data.tags["error"].lower()
+    assert "connect" in run.data.tags["error"].lower(), run.data.tags["error"]
 
 
 def test_sigterm_ends_the_run_failed_not_running(tmp_path):
@@ -84,5 +84,5 @@ def test_sigterm_ends_the_run_failed_not_running(tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     run = client.get_run(run.info.run_id)
-    assert run.info.status == "FAILED"
+    assert run.info.status == "FAILED", (run.info.status, proc.returncode, run.data.tags.get("error"))
     assert "SIGTERM" in run.data.tags["error"]
