@@ -5,7 +5,8 @@
 
 Both tables are per-example results on one split with one data digest, in the same order. The
 paired test (McNemar's exact test for 0/1 scores, a paired bootstrap otherwise) is one-sided:
-"is the challenger better?". `min_gain` guards against promoting a significant but negligible gain.
+"is the challenger better?". `min_gain` guards against promoting a significant but negligible gain;
+`required` names other per-example metrics (table columns) that must not get worse by more than `tolerance`.
 """
 
 from __future__ import annotations
@@ -48,16 +49,36 @@ def align(challenger: pd.DataFrame, champion: pd.DataFrame, key: str = "text") -
     return challenger["correct"].astype(float), champion["correct"].astype(float)
 
 
+def worse_required(
+    challenger: pd.DataFrame, champion: pd.DataFrame, required: list[str], tolerance: float
+) -> list[str]:
+    """The required per-example metrics (table columns) on which the challenger is worse than the champion."""
+    missing = [m for m in required if m not in challenger or m not in champion]
+    if missing:
+        raise ValueError(
+            f"required metric(s) {missing} are not in both models' per-example results "
+            f"(columns: {sorted(set(challenger.columns) & set(champion.columns))})"
+        )
+    return [
+        f"{m} {challenger[m].mean():.3f} < {champion[m].mean():.3f}"
+        for m in required
+        if challenger[m].mean() < champion[m].mean() - tolerance
+    ]
+
+
 def decide(
     challenger: pd.DataFrame,
     champion: pd.DataFrame | None,
     alpha: float = 0.05,
     min_gain: float = 0.0,
     force: bool = False,
+    required: list[str] | None = None,
+    tolerance: float = 0.0,
 ) -> Decision:
     if champion is None:
         return Decision(True, "no current champion")
     a, b = align(challenger, champion)
+    worse = worse_required(challenger, champion, list(required or []), tolerance)
     test = paired_test(a, b, confidence=1 - 2 * alpha)
     summary = (
         f"challenger {test.challenger:.3f} vs champion {test.champion:.3f} on {test.n} paired examples "
@@ -65,6 +86,8 @@ def decide(
     )
     if force:
         return Decision(True, f"forced by the user (force=true); {summary}", test)
+    if worse:
+        return Decision(False, f"a required metric got worse ({'; '.join(worse)}): {summary}", test)
     if test.p_value < alpha and test.diff > min_gain:
         return Decision(True, f"significant improvement at alpha={alpha}: {summary}", test)
     why = "no improvement" if test.diff <= 0 else f"not significant at alpha={alpha}"

@@ -95,7 +95,15 @@ def register(
         challenger_table = results_of(version, "challenger")
         champion_table = results_of(champion, "champion") if champion is not None else None
         gate = cfg.registry.gate
-        decision = decide(challenger_table, champion_table, alpha=gate.alpha, min_gain=gate.min_gain, force=force)
+        decision = decide(
+            challenger_table,
+            champion_table,
+            alpha=gate.alpha,
+            min_gain=gate.min_gain,
+            force=force,
+            required=list(gate.required),
+            tolerance=gate.tolerance,
+        )
         if decision.promote:
             client.set_registered_model_alias(name, cfg.registry.champion_alias, version.version)
 

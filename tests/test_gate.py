@@ -73,3 +73,13 @@ def test_gate_refuses_a_worse_challenger_and_honours_force_and_min_gain():
 def test_gate_refuses_to_pair_different_examples():
     with pytest.raises(ValueError, match="same examples"):
         decide(table([1, 0], ["a", "b"]), table([1, 0], ["a", "c"]))
+
+
+def test_gate_refuses_when_a_required_metric_gets_worse():
+    champion = table([1] * 20 + [0] * 20).assign(relevancy=[1.0] * 40)
+    challenger = table([1] * 20 + [1] * 15 + [0] * 5).assign(relevancy=[0.5] * 40)  # better score, worse relevancy
+    d = decide(challenger, champion, required=["relevancy"])
+    assert not d.promote and "required metric got worse" in d.reason and "relevancy" in d.reason
+    assert decide(challenger, champion, required=["relevancy"], tolerance=0.6).promote
+    with pytest.raises(ValueError, match="not in both"):
+        decide(challenger, champion, required=["faithfulness"])
