@@ -278,7 +278,8 @@ def test_self_hosted_lm_needs_no_key(make_cfg, monkeypatch):
     monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
     cfg = make_cfg("train", ["lm=openai_compatible", "lm.api_base=http://gpu-box:8000/v1"], fake=False)
     lm = instantiate(cfg.lm)
-    assert "api_key" not in lm.kwargs
+    # A placeholder, so the client library never falls back to OPENAI_API_KEY for a foreign server.
+    assert lm.kwargs["api_key"] == "no-key"
     assert lm.kwargs["api_base"] == "http://gpu-box:8000/v1"
 
 
