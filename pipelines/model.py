@@ -147,6 +147,11 @@ def log_program_model(
     with tempfile.TemporaryDirectory() as tmp:
         program_path = Path(tmp) / PROGRAM_FILE
         spec_path = Path(tmp) / SPEC_FILE
+        # The LM is rebuilt from spec.json at load time; a per-predictor LM (BetterTogether sets one)
+        # must not be pickled or dumped into program.json, keys and all.
+        program = program.deepcopy()
+        for _, predictor in program.named_predictors():
+            predictor.lm = None
         program.save(str(program_path))
         spec_path.write_text(json.dumps(spec, indent=2))
         info = mlflow.pyfunc.log_model(
