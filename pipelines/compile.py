@@ -12,13 +12,11 @@ What varies between optimisers is data in their YAML, not branches here:
 
 from __future__ import annotations
 
-import functools
-
 import dspy
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from .session import Session
+from .session import Session, named
 
 
 def build_optimizer(cfg: DictConfig, session: Session):
@@ -29,10 +27,8 @@ def build_optimizer(cfg: DictConfig, session: Session):
     if opt.get("prompt_lm_arg"):
         kwargs[opt.prompt_lm_arg] = instantiate(cfg.prompt_lm) if cfg.get("prompt_lm") else session.lm
     optimizer = instantiate(opt.compiler, **kwargs)
-    metric = getattr(optimizer, "metric", None)
-    if isinstance(metric, functools.partial):
-        # MLflow names the assessments it attaches to traces after `metric.__name__`.
-        optimizer.metric = functools.update_wrapper(metric, metric.func)
+    if getattr(optimizer, "metric", None) is not None:
+        optimizer.metric = named(optimizer.metric)
     return optimizer
 
 

@@ -29,9 +29,12 @@ def start_session(cfg: DictConfig) -> Session:
     return Session(lm=lm, adapter=adapter)
 
 
-def resolve_metric(metric_cfg: DictConfig) -> Callable:
-    """Instantiate a `_partial_` metric and give it a `__name__`: MLflow names trace assessments after it."""
-    metric = instantiate(metric_cfg)
+def named(metric: Callable) -> Callable:
+    """A `_partial_` metric with its function's `__name__`: MLflow names trace assessments after it."""
     if isinstance(metric, functools.partial):
-        metric = functools.update_wrapper(metric, metric.func)
+        return functools.update_wrapper(metric, metric.func)
     return metric
+
+
+def resolve_metric(metric_cfg: DictConfig) -> Callable:
+    return named(instantiate(metric_cfg))
