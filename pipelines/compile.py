@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from .session import Session, named
+from .stages import StageLog, raise_on_step_error
 
 
 def build_optimizer(cfg: DictConfig, session: Session):
@@ -46,13 +47,28 @@ def check_finetuning(cfg: DictConfig, lm: dspy.LM) -> None:
         raise FinetuningUnavailable(
             f"optimizer={cfg.optimizer.name} strategy {strategy!r} has a weight step {step!r}, but LM {lm.model!r} "
             f"has no fine-tuning provider ({type(provider).__name__}). Use a prompts-only strategy "
-            f"(optimizer.compile_args.strategy=p) or an LM whose provider can fine-tune (e.g. lm=openai)."
+            f"(optimizer.compile_args.strategy=p) or an LM whose provider can fine-tune (lm=local, lm=openai)."
         )
+    check_ready = getattr(provider, "check_ready", None)  # ours: are torch/transformers/peft installed?
+    if check_ready is not None:
+        try:
+            check_ready()
+        except ImportError as exc:
+            raise FinetuningUnavailable(
+                f"optimizer={cfg.optimizer.name} strategy {strategy!r} fine-tunes {lm.model!r}, but {exc}"
+            ) from exc
 
 
 def compile_program(
-    cfg: DictConfig, session: Session, program: dspy.Module, trainset: list, valset: list | None = None
+    cfg: DictConfig,
+    session: Session,
+    program: dspy.Module,
+    trainset: list,
+    valset: list | None = None,
+    stages: StageLog | None = None,
+    raise_step_errors: bool = True,
 ) -> dspy.Module:
+    """Compile `program`; `stages` (if given) records each step of a composite optimiser."""
     check_finetuning(cfg, session.lm)
     optimizer = build_optimizer(cfg, session)
     if optimizer is None:
@@ -62,4 +78,10 @@ def compile_program(
     args = dict(instantiate(cfg.optimizer.get("compile_args") or {}))
     if cfg.optimizer.get("uses_valset") and valset:
         args["valset"] = valset
-    return optimizer.compile(program, trainset=trainset, **args)
+    stages = stages if stages is not None else StageLog()
+    stages.watch(optimizer)
+    with stages.catching_step_errors():
+        compiled = optimizer.compile(program, trainset=trainset, **args)
+    if raise_step_errors and cfg.optimizer.get("fail_on_step_error", True):
+        raise_on_step_error(compiled, stages)
+    return compiled

@@ -6,7 +6,10 @@ Why not the stock `mlflow.dspy` flavor: it refuses multi-row input (no batch sco
 - `program.json`: DSPy's own saved state (instructions, demos) of the compiled program;
 - `spec.json`: the Hydra configs of the program, the adapter and the LM (secrets redacted; a
   provider LM keeps only the NAME of its key variable, read from the serving environment);
-- the `pipelines` package as `code_paths`, so it loads wherever MLflow can load a pyfunc.
+- the `pipelines` package as `code_paths`, so it loads wherever MLflow can load a pyfunc;
+- for a fine-tuned program (BetterTogether's weight step), `lora_adapter.gguf`: the LoRA adapter that
+  llama.cpp applies on the embedded base at load time, so a served champion runs the fine-tuned
+  weights offline. (A provider-hosted fine-tune, e.g. OpenAI's, travels as its model id in spec.json.)
 
 `predict` takes a DataFrame with the program's input columns and returns one row per input row.
 
@@ -35,6 +38,7 @@ from .config import PROJECT_ROOT, redact
 
 PROGRAM_FILE = "program.json"
 SPEC_FILE = "spec.json"
+ADAPTER_ARTIFACT = "lora_adapter"
 
 
 def program_fields(program: dspy.Module) -> tuple[list[str], list[str]]:
@@ -82,6 +86,8 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         spec = json.loads(Path(context.artifacts["spec"]).read_text())
+        if ADAPTER_ARTIFACT in context.artifacts:  # the fine-tuned weights, wherever MLflow put them
+            spec["lm"]["lora_path"] = context.artifacts[ADAPTER_ARTIFACT]
         self.spec = spec
         self.lm = instantiate(spec["lm"])
         self.adapter = instantiate(spec["adapter"]) if spec.get("adapter") else None
@@ -136,6 +142,33 @@ def build_spec(cfg, labels: list[str] | None, program: dspy.Module, num_threads:
     )
 
 
+def finetuned_lm(program: dspy.Module) -> dspy.LM | None:
+    """The fine-tuned LM the program's predictors carry (BetterTogether/BootstrapFinetune set it), if any."""
+    from .lm.llama_engine import adapter_digest
+
+    lms = {p.lm.model: p.lm for _, p in program.named_predictors() if p.lm is not None}
+    tuned = {m: lm for m, lm in lms.items() if adapter_digest(m) or ":ft" in m.split("/")[-1]}
+    if len(tuned) > 1:
+        raise ValueError(
+            f"The program's predictors use {len(tuned)} different fine-tuned models ({sorted(tuned)}); "
+            "one model per program is supported (BootstrapFinetune's default multitask=True gives one)"
+        )
+    return next(iter(tuned.values()), None)
+
+
+def attach_finetuned_weights(spec: dict[str, Any], program: dspy.Module) -> dict[str, str]:
+    """Point `spec` at the program's fine-tuned model; returns extra model artifacts (the LoRA adapter)."""
+    lm = finetuned_lm(program)
+    if lm is None:
+        return {}
+    spec["finetuned_model"] = lm.model
+    adapter_path = getattr(lm.provider, "adapter_path", None)
+    if adapter_path is not None and adapter_path(lm.model):
+        return {ADAPTER_ARTIFACT: adapter_path(lm.model)}
+    spec["lm"]["model"] = lm.model  # a provider-hosted fine-tune is addressed by its id
+    return {}
+
+
 def log_program_model(
     program: dspy.Module, spec: dict[str, Any], input_example: pd.DataFrame | None = None, name: str = "model"
 ) -> str:
@@ -144,6 +177,8 @@ def log_program_model(
         inputs=Schema([ColSpec("string", f) for f in spec["inputs"]]),
         outputs=Schema([ColSpec("string", f) for f in spec["outputs"]]),
     )
+    spec = json.loads(json.dumps(spec))  # ours to change
+    extra_artifacts = attach_finetuned_weights(spec, program)
     with tempfile.TemporaryDirectory() as tmp:
         program_path = Path(tmp) / PROGRAM_FILE
         spec_path = Path(tmp) / SPEC_FILE
@@ -157,7 +192,7 @@ def log_program_model(
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-            artifacts={"program": str(program_path), "spec": str(spec_path)},
+            artifacts={"program": str(program_path), "spec": str(spec_path), **extra_artifacts},
             code_paths=[str(PROJECT_ROOT / "pipelines")],
             signature=signature,
             input_example=input_example,

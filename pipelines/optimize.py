@@ -31,6 +31,7 @@ from .model import build_spec, log_program_model
 from .program_report import log_program
 from .programs import build_program
 from .session import resolve_metric, start_session
+from .stages import StageLog, log_stages, raise_on_step_error
 from .tracking import tracked_run
 from .usage import measure_usage
 
@@ -61,12 +62,16 @@ def run_compile(cfg: DictConfig, session, student: dspy.Module, splits) -> tuple
     """Compile under autolog and the budget; on a budget stop return the best program seen so far."""
     autolog = to_container(cfg.tracking.autolog)
     budget = Budget(**to_container(cfg.budget))
+    stages = StageLog()
+    compiled, stopped = student, None
     with measure_usage() as usage:
         guard = BudgetGuard(budget, usage)
         mlflow.dspy.autolog(**autolog)  # compile/eval logging on for this stage only
         try:
             with dspy.context(callbacks=[*dspy.settings.callbacks, guard]):
-                compiled, stopped = compile_program(cfg, session, student, splits.train, splits.dev), None
+                compiled = compile_program(
+                    cfg, session, student, splits.train, splits.dev, stages=stages, raise_step_errors=False
+                )
         except BudgetExceeded as exc:
             stopped = str(exc)
             compiled = guard.best_program() or student
@@ -74,8 +79,11 @@ def run_compile(cfg: DictConfig, session, student: dspy.Module, splits) -> tuple
         finally:
             guard.armed = False
             mlflow.dspy.autolog(**(autolog | {"log_compiles": False, "log_evals": False}))
+    log_stages(compiled, stages)
     mlflow.log_metrics({f"compile_{k}": v for k, v in usage.summary().items()})
     mlflow.set_tag("stopped_by_budget", stopped or "false")
+    if cfg.optimizer.get("fail_on_step_error", True):
+        raise_on_step_error(compiled, stages)  # after logging: the run shows what happened, then FAILS
     return compiled, stopped
 
 

@@ -291,7 +291,7 @@ class FakeLlama:
 
 def test_engine_complete_builds_llama_kwargs_and_a_response(tmp_path):
     engine = LlamaCppEngine(model_path=str(tmp_path / "never-loaded.gguf"), seed=7, model_name="qwen-test")
-    engine._llama = fake = FakeLlama()
+    engine._llamas[None] = fake = FakeLlama()
     req = request(
         [Message.user("classify: my bag")],
         system="sys",
@@ -313,14 +313,14 @@ def test_engine_complete_builds_llama_kwargs_and_a_response(tmp_path):
         "response_format": {"type": "json_object", "schema": SCHEMA},
     }
     assert response.message.text == '{"label": "a"}'
-    assert response.model == "qwen-test"
+    assert response.model == "local/test"  # the id the LM asked for (a fine-tuned id names its adapter)
     assert response.finish_reason == "stop"
     assert (response.usage.input_tokens, response.usage.output_tokens) == (12, 3)
 
 
 def test_engine_complete_defaults_and_length_finish(tmp_path):
     engine = LlamaCppEngine(model_path=str(tmp_path / "m.gguf"))
-    engine._llama = fake = FakeLlama(content=None, finish_reason="length", usage={})
+    engine._llamas[None] = fake = FakeLlama(content=None, finish_reason="length", usage={})
     response = engine.complete(request([Message.user("x")], seed=42))
     (kwargs,) = fake.calls
     assert kwargs["temperature"] == 0.0  # deterministic unless asked otherwise
@@ -329,12 +329,12 @@ def test_engine_complete_defaults_and_length_finish(tmp_path):
     assert response.finish_reason == "length"
     assert response.message.text == ""
     engine.close()
-    assert fake.closed and engine._llama is None
+    assert fake.closed and not engine._llamas
 
 
 def test_engine_plugs_into_dspy_lm(tmp_path):
     engine = LlamaCppEngine(model_path=str(tmp_path / "m.gguf"))
-    engine._llama = fake = FakeLlama(content="pong")
+    engine._llamas[None] = fake = FakeLlama(content="pong")
     lm = dspy.LM("local/test", engine=engine, cache=False, num_retries=0, temperature=0.0, max_tokens=16)
     assert lm("ping") == ["pong"]
     assert fake.calls[0]["messages"][-1] == {"role": "user", "content": "ping"}
@@ -343,7 +343,7 @@ def test_engine_plugs_into_dspy_lm(tmp_path):
 
 def test_engine_state_round_trip_without_loading(tmp_path):
     engine = LlamaCppEngine(
-        model_path=tmp_path / "model.gguf", n_ctx=2048, n_threads=3, seed=5, lora_path="lora.gguf", model_name="m"
+        model_path=tmp_path / "model.gguf", n_ctx=2048, n_threads=3, seed=5, adapters={"ab12": "a.gguf"}, model_name="m"
     )
     state = engine.dump_state()
     assert state == {
@@ -351,20 +351,21 @@ def test_engine_state_round_trip_without_loading(tmp_path):
         "n_ctx": 2048,
         "n_threads": 3,
         "seed": 5,
-        "lora_path": "lora.gguf",
+        "adapters": {"ab12": "a.gguf"},
         "model_name": "m",
+        "max_loaded": 2,
     }
     clone = LlamaCppEngine.load_state(state)
     assert isinstance(clone, LlamaCppEngine)
     assert clone.dump_state() == state
-    assert clone._llama is None and engine._llama is None  # nothing was loaded
+    assert not clone._llamas and not engine._llamas  # nothing was loaded
     assert clone._lock is not engine._lock
 
 
 def test_engine_defaults_threads_to_the_cpu_count(tmp_path):
     engine = LlamaCppEngine(model_path=str(tmp_path / "m.gguf"))
     assert engine.n_threads == (os.cpu_count() or 1)
-    assert engine.dump_state()["lora_path"] is None
+    assert engine.dump_state()["adapters"] == {}
     engine.close()  # closing an engine that never loaded is a no-op
 
 

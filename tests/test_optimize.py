@@ -146,7 +146,6 @@ def test_bettertogether_prompts_only_strategy_runs(make_cfg):
         [
             "optimizer=bettertogether",
             "optimizer.compile_args.strategy=p",
-            "optimizer.compiler.p.num_candidate_programs=2",
             *TINY,
         ],
     )

@@ -9,11 +9,12 @@ MLflow's DSPy tracing drops `api_key` from span attributes, and our model format
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dspy
 
-from .llama_engine import LlamaCppEngine
-from .weights import resolve_model_path
+from .llama_engine import FT_MARK, LlamaCppEngine
+from .weights import check_gguf, resolve_model_path
 
 
 class MissingAPIKeyError(RuntimeError):
@@ -32,21 +33,30 @@ def local_lm(
     seed: int = 0,
     cache: bool = True,
     num_retries: int = 1,
+    finetune: dict | None = None,
+    adapters_dir: str | None = None,
 ) -> dspy.LM:
-    """The embedded default: a GGUF model in-process (any GGUF file via `model_path`)."""
+    """The embedded default: a GGUF model in-process (any GGUF file via `model_path`).
+
+    `lora_path` applies a GGUF LoRA adapter (a fine-tuned model: the LM's id becomes
+    `local/<model>:ft-<digest>`). `finetune` holds the LoRA settings our fine-tuning provider uses when
+    BetterTogether/BootstrapFinetune fine-tunes this LM (see `pipelines.finetune`).
+    """
+    from ..finetune.provider import LlamaCppLoRAProvider, file_digest
+
     path = resolve_model_path(model_path, cache_dir=weights_cache_dir)
-    engine = LlamaCppEngine(
-        model_path=str(path),
-        n_ctx=n_ctx,
-        n_threads=n_threads,
-        seed=seed,
-        lora_path=lora_path,
-        model_name=model,
-    )
+    engine = LlamaCppEngine(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, model_name=model)
     # "local/" rather than "openai/": DSPy would otherwise pick the OpenAI fine-tuning provider.
+    model_id = f"local/{model}"
+    if lora_path:
+        check_gguf(Path(lora_path))
+        digest = file_digest(lora_path)
+        engine.register_adapter(digest, str(lora_path))
+        model_id = f"{model_id}{FT_MARK}{digest}"
     return dspy.LM(
-        f"local/{model}",
+        model_id,
         engine=engine,
+        provider=LlamaCppLoRAProvider(engine, finetune, adapters_dir),
         temperature=temperature,
         max_tokens=max_tokens,
         cache=cache,

@@ -8,6 +8,10 @@ and, for a `Literal` output field, only valid labels.
 
     >>> engine = LlamaCppEngine(model_path="model.gguf")            # doctest: +SKIP
     >>> lm = dspy.LM("local/qwen", engine=engine, temperature=0.0)   # doctest: +SKIP
+
+Fine-tuned variants share the engine: a model id `local/<name>:ft-<digest>` (what our fine-tuning
+provider returns, and what `LM.copy(model=...)` routes here) runs the base GGUF with the LoRA adapter
+registered under that digest. DSPy's cache keys on the model id, so base and adapted answers never mix.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from dspy.clients.engines.base import validate_request
@@ -33,23 +38,46 @@ class LlamaCppEngine:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         seed: int = 0,
-        lora_path: str | None = None,
+        adapters: dict[str, str] | None = None,
         model_name: str = "local",
+        max_loaded: int = 2,
     ):
         self.model_path = str(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
         self.seed = seed
-        self.lora_path = lora_path
+        self.adapters: dict[str, str] = dict(adapters or {})  # digest -> GGUF LoRA adapter path
         self.model_name = model_name
-        self._llama = None
+        # Loaded models, most recent last: the base and each adapter is its own llama.cpp context
+        # (the base weights are mmapped, so they are shared in memory); bounded to cap KV-cache memory.
+        self.max_loaded = max_loaded
+        self._llamas: OrderedDict[str | None, Any] = OrderedDict()
         # One llama_cpp.Llama is not safe to call from several threads, and DSPy's Evaluate and
-        # optimisers call the LM from a thread pool: every use of the model goes through this lock.
-        self._lock = threading.Lock()
+        # optimisers call the LM from a thread pool: every use of a model goes through this lock.
+        self._lock = threading.RLock()
+
+    # -- adapters ----------------------------------------------------------------------------
+    def register_adapter(self, digest: str, path: str) -> None:
+        self.adapters[digest] = str(path)
+
+    def adapter_for(self, model: str | None) -> str | None:
+        """The adapter path a model id asks for (None: the base model)."""
+        digest = adapter_digest(model)
+        if digest is None:
+            return None
+        if digest not in self.adapters:
+            raise KeyError(
+                f"Model {model!r} names LoRA adapter {digest!r}, which this engine does not know "
+                f"(known: {sorted(self.adapters) or 'none'}); load the model with its adapter (lm.lora_path)"
+            )
+        return self.adapters[digest]
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _model(self):
-        if self._llama is None:
+    def _model(self, adapter: str | None = None):
+        with self._lock:
+            if adapter in self._llamas:
+                self._llamas.move_to_end(adapter)
+                return self._llamas[adapter]
             try:
                 from llama_cpp import Llama
             except ImportError as exc:  # pragma: no cover - depends on the install
@@ -57,21 +85,39 @@ class LlamaCppEngine:
                     "llama-cpp-python is not installed; install it with "
                     "`CMAKE_ARGS=-DLLAVA_BUILD=OFF pip install llama-cpp-python==0.3.36` (or `make setup`)"
                 ) from exc
-            self._llama = Llama(
+            while len(self._llamas) >= self.max_loaded:
+                _, oldest = self._llamas.popitem(last=False)
+                oldest.close()
+            self._llamas[adapter] = Llama(
                 model_path=self.model_path,
-                lora_path=self.lora_path,
+                lora_path=adapter,
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
                 seed=self.seed,
                 verbose=False,
             )
-        return self._llama
+            return self._llamas[adapter]
+
+    def load(self, model: str | None = None) -> None:
+        """Load the base (or the adapter `model` names) now; a no-op when loaded. (Provider.launch)"""
+        self._model(self.adapter_for(model))
+
+    def unload(self, model: str | None = None) -> None:
+        """Free the llama.cpp context for `model`; a no-op when not loaded. (Provider.kill)"""
+        with self._lock:
+            llama = self._llamas.pop(self.adapter_for(model), None)
+            if llama is not None:
+                llama.close()
 
     def close(self) -> None:
         with self._lock:
-            if self._llama is not None:
-                self._llama.close()
-                self._llama = None
+            while self._llamas:
+                self._llamas.popitem()[1].close()
+
+    def __deepcopy__(self, memo):
+        # A loaded model is a shared resource: DSPy deep-copies programs (and their LMs) freely, and
+        # every copy must reach the same contexts and adapter registry rather than a half-copied lock.
+        return self
 
     # DSPy saves a custom engine by class path + this state (no secrets: there are none).
     def dump_state(self) -> dict[str, Any]:
@@ -80,8 +126,9 @@ class LlamaCppEngine:
             "n_ctx": self.n_ctx,
             "n_threads": self.n_threads,
             "seed": self.seed,
-            "lora_path": self.lora_path,
+            "adapters": dict(self.adapters),
             "model_name": self.model_name,
+            "max_loaded": self.max_loaded,
         }
 
     @classmethod
@@ -104,13 +151,14 @@ class LlamaCppEngine:
             kwargs["stop"] = list(config.stop)
         if (response_format := _llama_response_format(config.response_format)) is not None:
             kwargs["response_format"] = response_format
+        adapter = self.adapter_for(request.model)
         with self._lock:
-            out = self._model().create_chat_completion(**kwargs)
+            out = self._model(adapter).create_chat_completion(**kwargs)
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return Response(
             id=out.get("id") or f"llama-{uuid.uuid4().hex[:12]}",
-            model=self.model_name,
+            model=request.model or self.model_name,
             message=Message.assistant((TextPart(choice["message"].get("content") or ""),)),
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
             usage=Usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens")),
@@ -118,6 +166,16 @@ class LlamaCppEngine:
 
     def stream(self, request):
         return response_to_events(self.complete(request))
+
+
+FT_MARK = ":ft-"
+
+
+def adapter_digest(model: str | None) -> str | None:
+    """`local/qwen:ft-1a2b3c` -> `1a2b3c`; None for a base model id."""
+    if not model or FT_MARK not in model:
+        return None
+    return model.rsplit(FT_MARK, 1)[1]
 
 
 def _text(parts) -> str:
