@@ -196,3 +196,25 @@ def test_a_program_on_a_provider_hosted_fine_tune_records_its_model_id():
     spec = {"lm": {"model": "openai/gpt-4o-mini"}}
     assert attach_finetuned_weights(spec, program) == {}  # no file to carry
     assert spec["lm"]["model"] == spec["finetuned_model"] == "openai/ft:gpt-4o-mini:org::abc"
+
+
+def test_answer_only_logits_give_the_same_loss_as_full_logits():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pipelines.finetune.chat_data import Encoded, collate
+    from pipelines.finetune.lora import answer_loss
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    model = LlamaForCausalLM(config).eval()
+    batch = [
+        Encoded([5, 6, 7, 8, 9, 10, 11], [IGNORE_INDEX] * 5 + [10, 11]),
+        Encoded([12, 13, 14, 15], [IGNORE_INDEX, IGNORE_INDEX, 14, 15]),
+    ]
+    ours = answer_loss(model, *collate(batch, pad_id=0))
+    # Reference: each row alone, unpadded, with the model's own loss over its labels (token-weighted).
+    total = sum(model(input_ids=torch.tensor([e.input_ids]), labels=torch.tensor([e.labels])).loss * 2 for e in batch)
+    torch.testing.assert_close(ours, total / 4)

@@ -55,7 +55,12 @@ def encode_chat_rows(rows: list[dict], tokenizer, max_seq_len: int) -> tuple[lis
 
 
 def collate(batch: list[Encoded], pad_id: int):
-    """Right-pad a batch into tensors (input_ids, attention_mask, labels)."""
+    """Left-pad a batch into tensors (input_ids, attention_mask, position_ids, labels, answer_width).
+
+    Left padding puts every row's answer at the end, so the forward pass only needs logits for the
+    last `answer_width` positions (`logits_to_keep`): with a 150k-token vocabulary, the full logits of a
+    long prompt are the largest tensor in training, and none of them but the answer's carry a loss.
+    """
     import torch
 
     width = max(len(e.input_ids) for e in batch)
@@ -64,7 +69,9 @@ def collate(batch: list[Encoded], pad_id: int):
     labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
     for i, e in enumerate(batch):
         n = len(e.input_ids)
-        ids[i, :n] = torch.tensor(e.input_ids)
-        mask[i, :n] = 1
-        labels[i, :n] = torch.tensor(e.labels)
-    return ids, mask, labels
+        ids[i, width - n :] = torch.tensor(e.input_ids)
+        mask[i, width - n :] = 1
+        labels[i, width - n :] = torch.tensor(e.labels)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each row counts from its own first token
+    answer_width = max(sum(1 for t in e.labels if t != IGNORE_INDEX) for e in batch)
+    return ids, mask, positions, labels, answer_width

@@ -75,6 +75,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def answer_loss(model, ids, mask, positions, labels, answer_width: int):
+    """Mean next-token cross-entropy over the answer tokens, from the last positions' logits only."""
+    import torch.nn.functional as F
+
+    keep = answer_width + 1  # the logit before each answer token predicts it
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+    targets = labels[:, -keep + 1 :]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
+
+
 def train_lora(
     gguf_path: str | Path,
     rows: list[dict],
@@ -121,8 +131,7 @@ def train_lora(
         for b in range(0, len(order), settings.batch_size):
             if len(losses) >= total:
                 break
-            ids, mask, labels = collate([data[i] for i in order[b : b + settings.batch_size]], pad_id)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss = answer_loss(model, *collate([data[i] for i in order[b : b + settings.batch_size]], pad_id))
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
