@@ -27,10 +27,18 @@ def _is_override(word: str) -> bool:
 _WORD = re.compile(r"""(?:[^\s'"]+|'[^']*'|"[^"]*")+""")
 
 
+def _unwrap(word: str) -> str:
+    """`'key="a -> b"'` -> `key="a -> b"`: a whole override quoted the shell's way, as a user types it
+    inside the packed string. Hydra keys are never quoted, so a word that starts with a quote is one."""
+    if len(word) > 2 and word[0] == word[-1] and word[0] in "'\"" and "=" in word[1:-1]:
+        return word[1:-1]
+    return word
+
+
 def split_packed_overrides(argv: list[str]) -> list[str]:
     out: list[str] = []
     for arg in argv:
-        words = _WORD.findall(arg)
+        words = [_unwrap(w) for w in _WORD.findall(arg)]
         out.extend(words if len(words) > 1 and all(_is_override(w) for w in words) else [arg])
     return out
 

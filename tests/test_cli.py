@@ -29,6 +29,11 @@ from pipelines.config import PROJECT_ROOT
         (["--cfg", "job", "optimizer=none seed=1"], ["--cfg", "job", "optimizer=none", "seed=1"]),
         (["-m optimizer=a,b"], ["-m", "optimizer=a,b"]),
         (["+extra=1 ~run_name"], ["+extra=1", "~run_name"]),
+        # A whole override quoted the shell's way inside the packed string (as in the README).
+        (
+            ["""optimizer=bettertogether 'optimizer.compile_args.strategy="p -> w"' seed=1"""],
+            ["optimizer=bettertogether", 'optimizer.compile_args.strategy="p -> w"', "seed=1"],
+        ),
         # Not made only of overrides: left for Hydra to judge.
         (["hello world"], ["hello world"]),
         (["seed=1 stray"], ["seed=1 stray"]),
