@@ -18,6 +18,7 @@ on the new traces rather than stacking adapters.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -157,6 +158,8 @@ class LlamaCppLoRAProvider(Provider):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        del peft_model  # ~4 GB of dequantised weights and optimiser state: give it back before serving resumes
+        gc.collect()
         self.engine.register_adapter(digest, str(path))
         new_model = f"{model.split(FT_MARK)[0]}{FT_MARK}{digest}"
         total = time.perf_counter() - start
