@@ -218,3 +218,19 @@ def test_answer_only_logits_give_the_same_loss_as_full_logits():
     # Reference: each row alone, unpadded, with the model's own loss over its labels (token-weighted).
     total = sum(model(input_ids=torch.tensor([e.input_ids]), labels=torch.tensor([e.labels])).loss * 2 for e in batch)
     torch.testing.assert_close(ours, total / 4)
+
+
+def test_a_failed_fine_tune_says_so(monkeypatch, tmp_path):
+    import pipelines.finetune.lora as lora_module
+
+    def no_rows(*args, **kwargs):
+        raise ValueError("No usable fine-tuning rows")
+
+    monkeypatch.setattr(lora_module, "train_lora", no_rows)
+    engine = LlamaCppEngine(str(tmp_path / "m.gguf"))
+    lm = dspy.LM("local/m", engine=engine, provider=LlamaCppLoRAProvider(engine, adapters_dir=tmp_path))
+    job = lm.finetune([chat("a", "b")], "chat")
+    result = job.result(timeout=60)
+    assert isinstance(result, ValueError) and "No usable" in str(result)
+    assert job.status() == "failed"
+    assert not list(tmp_path.glob("*.gguf*"))  # nothing half-written left behind

@@ -140,26 +140,15 @@ class LlamaCppLoRAProvider(Provider):
         if train_data_format not in (TrainDataFormat.CHAT, "chat", None):
             raise ValueError(f"LoRA fine-tuning takes chat rows, got {train_data_format!r}")
         require_finetune_deps()
-        from .gguf_adapter import write_lora_gguf
-        from .lora import train_lora
-
         settings = LoRASettings.merged(self.settings, train_kwargs)
         job.state = "running"
         start = time.perf_counter()
-        peft_model, result = train_lora(self.engine.model_path, train_data, settings, on_step=job.on_step)
-        self.adapters_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.adapters_dir, suffix=".gguf.part")
-        os.close(fd)
         try:
-            write_lora_gguf(peft_model, self.engine.model_path, tmp, alpha=settings.alpha)
-            digest = file_digest(tmp)
-            path = self.adapters_dir / f"{digest}.gguf"
-            os.replace(tmp, path)  # content-addressed: a concurrent writer of the same adapter is harmless
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        del peft_model  # ~4 GB of dequantised weights and optimiser state: give it back before serving resumes
-        gc.collect()
+            result, path = self._train_and_store(job, train_data, settings)
+        except BaseException:
+            job.state = "failed"
+            raise
+        digest = path.stem
         self.engine.register_adapter(digest, str(path))
         new_model = f"{model.split(FT_MARK)[0]}{FT_MARK}{digest}"
         total = time.perf_counter() - start
@@ -177,6 +166,26 @@ class LlamaCppLoRAProvider(Provider):
         if job.run_id:
             self._log(job.run_id, settings, result, path, new_model, total)
         return new_model
+
+    def _train_and_store(self, job: LoRATrainingJob, train_data: list[dict], settings: LoRASettings):
+        """Train, write the GGUF adapter into the adapters folder under its content hash; (result, path)."""
+        from .gguf_adapter import write_lora_gguf
+        from .lora import train_lora
+
+        peft_model, result = train_lora(self.engine.model_path, train_data, settings, on_step=job.on_step)
+        self.adapters_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.adapters_dir, suffix=".gguf.part")
+        os.close(fd)
+        try:
+            write_lora_gguf(peft_model, self.engine.model_path, tmp, alpha=settings.alpha)
+            path = self.adapters_dir / f"{file_digest(tmp)}.gguf"
+            os.replace(tmp, path)  # content-addressed: a concurrent writer of the same adapter is harmless
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        del peft_model  # ~4 GB of dequantised weights and optimiser state: give it back before serving resumes
+        gc.collect()
+        return result, path
 
     @staticmethod
     def _log(run_id: str, settings: LoRASettings, result, adapter: Path, new_model: str, total: float) -> None:
