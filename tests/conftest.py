@@ -48,6 +48,16 @@ def make_cfg(tmp_path):
     return make
 
 
+def reset_mlflow_state() -> None:
+    """Clear what earlier tests leave in the process: MLflow's env vars (`mlflow.set_experiment` exports
+    MLFLOW_EXPERIMENT_ID, which our entry points honour as the launcher's) and active runs. Module-scoped
+    fixtures run before the per-test `_isolate` below, so they call this themselves."""
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+        os.environ.pop(var, None)
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch):
     """Each test starts with no active run, no MLFLOW_RUN_ID and DSPy's default settings."""
@@ -55,7 +65,5 @@ def _isolate(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
+    reset_mlflow_state()
     dspy.configure(lm=None, adapter=None)
-    os.environ.pop("MLFLOW_RUN_ID", None)

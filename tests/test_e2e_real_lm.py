@@ -37,8 +37,9 @@ LABELS = {
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from .conftest import compose_cfg
+    from .conftest import compose_cfg, reset_mlflow_state
 
+    reset_mlflow_state()
     tmp = tmp_path_factory.mktemp("e2e")
     cfg = compose_cfg(
         "main",

@@ -107,8 +107,9 @@ def bettertogether_run(tmp_path_factory):
     from pipelines.optimize import optimize
     from pipelines.register import register
 
-    from .conftest import compose_cfg
+    from .conftest import compose_cfg, reset_mlflow_state
 
+    reset_mlflow_state()
     tmp = tmp_path_factory.mktemp("bt")
     overrides = [
         "optimizer=bettertogether",
