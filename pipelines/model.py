@@ -163,9 +163,9 @@ def attach_finetuned_weights(spec: dict[str, Any], program: dspy.Module) -> dict
     if lm is None:
         return {}
     spec["finetuned_model"] = lm.model
-    adapter_path = getattr(lm.provider, "adapter_path", None)
-    if adapter_path is not None and adapter_path(lm.model):
-        return {ADAPTER_ARTIFACT: adapter_path(lm.model)}
+    adapter_path = getattr(lm.provider, "adapter_path", None)  # ours: the LoRA file behind the id
+    if adapter_path is not None and (path := adapter_path(lm.model)):
+        return {ADAPTER_ARTIFACT: path}
     spec["lm"]["model"] = lm.model  # a provider-hosted fine-tune is addressed by its id
     return {}
 

@@ -1,9 +1,15 @@
-"""Test helpers: free ports, waiting for a server, scanning a store for a string."""
+"""Test helpers: free ports, serving the champion, scanning a store for a string, the tiny fine-tuning model."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -27,6 +33,32 @@ def wait_for_ping(url: str, proc, timeout: float = 180.0) -> None:
             pass
         time.sleep(1)
     raise TimeoutError(f"{url}/ping did not answer within {timeout}s")
+
+
+@contextmanager
+def serving_champion(tracking_uri: str) -> Iterator[str]:
+    """`python -m pipelines.serve` (models:/NAME@champion) on a free port; yields its URL, stops it after."""
+    from pipelines.config import PROJECT_ROOT
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.serve", f"port={port}", f"tracking.uri={tracking_uri}"],
+        cwd=PROJECT_ROOT,
+        env=os.environ | {"MLFLOW_TRACKING_URI": str(tracking_uri)},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_ping(url, proc)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def files_containing(root: Path, needle: str) -> list[Path]:

@@ -6,20 +6,14 @@ logged and in range (a 0.5B model on 6 examples is noisy), but every prediction 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-
 import mlflow
 import pytest
 import requests
 from mlflow import MlflowClient
 
-from pipelines.config import PROJECT_ROOT
 from pipelines.main import run_main
 
-from .helpers import free_port, wait_for_ping
+from .helpers import serving_champion
 
 pytestmark = pytest.mark.slow
 
@@ -81,19 +75,7 @@ def test_scores_runs_and_traces_are_logged(trained):
 
 def test_served_champion_answers_and_survives_bad_requests(trained):
     cfg = trained[0]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = os.environ | {"MLFLOW_TRACKING_URI": str(cfg.tracking.uri)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.serve", f"port={port}", f"tracking.uri={cfg.tracking.uri}"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_ping(url, proc)
+    with serving_champion(cfg.tracking.uri) as url:
         inv = f"{url}/invocations"
         one = requests.post(inv, json={"dataframe_records": [{"text": "my suitcase never arrived"}]}, timeout=120)
         assert one.status_code == 200, one.text
@@ -124,9 +106,3 @@ def test_served_champion_answers_and_survives_bad_requests(trained):
         assert requests.get(f"{url}/ping", timeout=5).status_code == 200
         again = requests.post(inv, json={"dataframe_records": [{"text": "cancel booking X7K2QP"}]}, timeout=120)
         assert again.status_code == 200 and again.json()["predictions"][0]["label"] in LABELS
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)

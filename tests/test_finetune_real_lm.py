@@ -5,11 +5,7 @@ without the adapters cache it was trained into (the adapter travels inside the m
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from statistics import mean
 
 import mlflow
@@ -18,10 +14,9 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from pipelines.config import PROJECT_ROOT
 from pipelines.lm import local_lm
 
-from .helpers import free_port, smollm2_path, wait_for_ping
+from .helpers import serving_champion, smollm2_path
 
 pytestmark = pytest.mark.slow
 
@@ -167,24 +162,7 @@ def test_the_registered_champion_serves_the_fine_tuned_weights(bettertogether_ru
     local = model.predict(pd.DataFrame({"text": texts}))["label"].tolist()
     assert set(local) <= {"lost_luggage", "cancel_booking"}
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.serve", f"port={port}", f"tracking.uri={cfg.tracking.uri}"],
-        cwd=PROJECT_ROOT,
-        env=os.environ | {"MLFLOW_TRACKING_URI": str(cfg.tracking.uri)},
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_ping(url, proc)
+    with serving_champion(cfg.tracking.uri) as url:
         served = requests.post(f"{url}/invocations", json={"inputs": {"text": texts}}, timeout=120)
         assert served.status_code == 200, served.text
         assert [p["label"] for p in served.json()["predictions"]] == local  # same weights, same answers
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)

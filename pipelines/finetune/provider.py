@@ -19,7 +19,6 @@ on the new traces rather than stacking adapters.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from dspy.clients.provider import Provider, TrainingJob
 from dspy.clients.utils_finetune import TrainDataFormat
 
 from ..lm.llama_engine import FT_MARK, LlamaCppEngine
+from ..lm.weights import default_cache_dir, file_digest
 from .lora import LoRASettings
 
 log = logging.getLogger(__name__)
@@ -60,16 +60,8 @@ def require_finetune_deps() -> None:
 
 
 def default_adapters_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dspy-mlflow-pipelines" / "adapters"
-
-
-def file_digest(path: str | Path, length: int = 16) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
+    """Beside the embedded model's weights cache, shared by every process of the user."""
+    return default_cache_dir().parent / "adapters"
 
 
 class LoRATrainingJob(TrainingJob):
@@ -77,6 +69,7 @@ class LoRATrainingJob(TrainingJob):
         super().__init__(*args, **kwargs)
         active = mlflow.active_run()  # created in the caller's thread, where the run is active
         self.run_id = active.info.run_id if active else None
+        self._client = mlflow.MlflowClient() if self.run_id else None
         self.state = "pending"
         self.losses: list[float] = []
         self._cancelled = False
@@ -92,8 +85,8 @@ class LoRATrainingJob(TrainingJob):
         if self._cancelled:
             raise RuntimeError("fine-tuning cancelled")
         self.losses.append(loss)
-        if self.run_id:
-            mlflow.MlflowClient().log_metric(self.run_id, "finetune_loss", loss, step=step)
+        if self._client:
+            self._client.log_metric(self.run_id, "finetune_loss", loss, step=step)
 
 
 class LlamaCppLoRAProvider(Provider):

@@ -14,7 +14,7 @@ from pathlib import Path
 import dspy
 
 from .llama_engine import FT_MARK, LlamaCppEngine
-from .weights import check_gguf, resolve_model_path
+from .weights import check_gguf, file_digest, resolve_model_path
 
 
 class MissingAPIKeyError(RuntimeError):
@@ -42,7 +42,7 @@ def local_lm(
     `local/<model>:ft-<digest>`). `finetune` holds the LoRA settings our fine-tuning provider uses when
     BetterTogether/BootstrapFinetune fine-tunes this LM (see `pipelines.finetune`).
     """
-    from ..finetune.provider import LlamaCppLoRAProvider, file_digest
+    from ..finetune.provider import LlamaCppLoRAProvider  # imports no torch: that waits for a fine-tune
 
     path = resolve_model_path(model_path, cache_dir=weights_cache_dir)
     engine = LlamaCppEngine(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, model_name=model)

@@ -65,6 +65,15 @@ def check_gguf(path: Path, expected_size: int | None = None) -> None:
         )
 
 
+def file_digest(path: str | Path, length: int = 16) -> str:
+    """Short sha256 of a file: the content address of a fine-tuned adapter (`local/<model>:ft-<digest>`)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
 def _part_paths(model: EmbeddedModel) -> list[Path]:
     paths = []
     for name in model.part_modules:
