@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import hydra
 
-from .config import CONF_DIR
+from pipelines.config import CONF_DIR
 
 _HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "--info", "-c", "--help", "--hydra-help")
 

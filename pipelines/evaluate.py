@@ -5,8 +5,9 @@
     python -m pipelines.evaluate model_uri=runs:/<run_id>/model eval.split=dev
     python -m pipelines.evaluate fresh=true                             # the unoptimised program
 
-A model brings its own LM and adapter (rebuilt from its logged config), so a champion is scored
-with exactly what it would serve with.
+A model brings its own LM and adapter (rebuilt from its logged config), so a champion is scored with
+exactly what it would serve with, on the task and data settings its training run recorded (unless the
+command line changes the task).
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from .cli import hydra_main
-from .evaluation import EvalOutcome, evaluate_split
-from .plots import classification_figures, figures_html
-from .programs import build_program
-from .registry import load_program
-from .session import resolve_metric, start_session
-from .stats import bootstrap_ci
-from .tracking import tracked_run
+from pipelines.cli import hydra_main
+from pipelines.data.task import Task
+from pipelines.evaluation.plots import classification_figures, figures_html, latency_figure
+from pipelines.evaluation.scoring import EvalOutcome, EvalSettings, evaluate_split, predicted_col
+from pipelines.evaluation.stats import bootstrap_ci
+from pipelines.programs import build_program
+from pipelines.registry.versions import load_program
+from pipelines.session import Session
+from pipelines.tracking.lineage import adopt_recorded_task, source_run_id
+from pipelines.tracking.runs import configure_tracking, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +47,18 @@ class EvaluateResult:
         return self.outcome.score
 
 
-def score_extra_metrics(cfg: DictConfig, outcome: EvalOutcome, splits, split: str, judge) -> None:
-    """Score each configured extra metric (e.g. deepeval judges) on every evaluated example.
+def score_extra_metrics(metrics: dict, outcome: EvalOutcome, task: Task, split: str) -> None:
+    """Score each extra metric (e.g. deepeval judges) on every evaluated example.
 
     Each becomes a column of the per-example table and a `<split>_<name>` metric with a 95% bootstrap
-    interval. A metric config with `judge: null` is judged by the evaluated model's own LM.
+    interval. The prediction each metric sees is rebuilt from the table's `predicted.*` columns.
     """
-    examples = splits.examples(split)
-    for name, metric_cfg in cfg.extra_metrics.items():
-        metric = instantiate(metric_cfg, **({} if metric_cfg.get("judge") else {"judge": judge}))
+    outputs = task.contract.output_names
+    for name, metric in metrics.items():
         scores = []
-        for example, predicted in zip(examples, outcome.table["predicted"], strict=True):
-            prediction = dspy.Prediction(**{splits.target: predicted})
-            scores.append(metric(example, prediction))
+        for example, (_, row) in zip(task.examples(split), outcome.table.iterrows(), strict=True):
+            prediction = dspy.Prediction(**{f: row[predicted_col(f)] for f in outputs})
+            scores.append(float(metric(example, prediction)))
         outcome.table[name] = scores
         mean, low, high = bootstrap_ci(scores)
         mlflow.log_metrics(
@@ -69,46 +71,62 @@ def default_model_uri(cfg: DictConfig) -> str:
     return f"models:/{cfg.registry.name}@{cfg.registry.champion_alias}"
 
 
-def evaluate(cfg: DictConfig, model_uri: str | None = None, split: str | None = None, fresh: bool = False):
-    session = start_session(cfg)
+def evaluate(
+    cfg: DictConfig,
+    session: Session | None = None,
+    model_uri: str | None = None,
+    split: str | None = None,
+    fresh: bool = False,
+) -> EvaluateResult:
+    session = session or Session.start(cfg)
+    settings = EvalSettings(num_threads=cfg.eval.num_threads, display_progress=cfg.eval.display_progress)
     split = split or cfg.eval.split
     model_uri = None if fresh else (model_uri or default_model_uri(cfg))
-    with tracked_run(cfg, "evaluate", run_name=cfg.run_name or f"evaluate-{split}") as run:
-        splits = instantiate(cfg.task.data)
-        splits.log_to_mlflow()
-        metric = resolve_metric(cfg.task.metric)
+    with tracked_run(cfg, "evaluate", run_name=cfg.run_name or f"evaluate-{cfg.task.name}-{split}") as run:
+        task = Task.from_config(cfg.task)
+        task.splits.log_to_mlflow()
         if model_uri is None:
-            program = build_program(cfg.program, splits.labels)
+            program, _ = build_program(cfg.program, task.contract)
             lm, adapter = session.lm, session.adapter
             mlflow.set_tag("evaluated_model", "fresh program (not compiled)")
         else:
             loaded = load_program(model_uri)
             program, lm, adapter = loaded.program, loaded.lm, loaded.adapter
             mlflow.set_tags({"evaluated_model": model_uri} | loaded.version_tags())
-        outcome = evaluate_split(cfg, program, splits, split, metric, lm=lm, adapter=adapter)
+        outcome = evaluate_split(program, task, split, settings, lm=lm, adapter=adapter)
         if cfg.get("extra_metrics"):
-            score_extra_metrics(cfg, outcome, splits, split, judge=lm)
+            judged = {
+                name: instantiate(metric_cfg, **({} if metric_cfg.get("judge") else {"judge": lm}))
+                for name, metric_cfg in cfg.extra_metrics.items()
+            }
+            score_extra_metrics(judged, outcome, task, split)
         outcome.log(split)
-        if splits.labels:
-            low, high = outcome.ci()
-            summary = pd.DataFrame(
-                [
-                    {
-                        "model": model_uri or "fresh program",
-                        "split": split,
-                        "examples": len(outcome.table),
-                        "score": round(outcome.score, 4),
-                        "ci95": f"[{low:.3f}, {high:.3f}]",
-                    }
-                ]
-            )
-            html = figures_html(classification_figures(outcome.table, splits.labels), f"Evaluation on {split}", summary)
-            mlflow.log_text(html, f"eval/{split}_report.html")
+        low, high = outcome.ci()
+        summary = pd.DataFrame(
+            [
+                {
+                    "model": model_uri or "fresh program",
+                    "split": split,
+                    "examples": len(outcome.table),
+                    "score": round(outcome.score, 4),
+                    "ci95": f"[{low:.3f}, {high:.3f}]",
+                }
+            ]
+        )
+        figures = [
+            f
+            for name, labels in outcome.label_sets.items()
+            for f in classification_figures(outcome.table, name, labels)
+        ]
+        figures.append(latency_figure(outcome.table))
+        mlflow.log_text(figures_html(figures, f"Evaluation on {split}", summary), f"eval/{split}_report.html")
         log.info(
-            "%s on %s: %.3f (%d examples)",
+            "%s on %s: %.3f [%.3f, %.3f] (%d examples)",
             model_uri or "fresh program",
             split,
             outcome.score,
+            low,
+            high,
             len(outcome.table),
         )
         return EvaluateResult(run_id=run.info.run_id, model_uri=model_uri, split=split, outcome=outcome)
@@ -116,6 +134,9 @@ def evaluate(cfg: DictConfig, model_uri: str | None = None, split: str | None = 
 
 @hydra_main("evaluate")
 def main(cfg: DictConfig) -> float:
+    if not cfg.fresh:
+        configure_tracking(cfg.tracking)
+        adopt_recorded_task(cfg, source_run_id(cfg.model_uri or default_model_uri(cfg)))
     return evaluate(cfg, model_uri=cfg.model_uri, fresh=cfg.fresh).score
 
 

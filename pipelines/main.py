@@ -3,7 +3,8 @@
     python -m pipelines.main                               # the README's first command runs this
     python -m pipelines.main optimizer=labeled_fewshot task=banking77
 
-Three MLflow runs, one per stage, so each shows up in the tracking UI as its own row.
+Three MLflow runs, one per stage, so each shows up in the tracking UI as its own row; one process,
+one Session: the LM is built once and autolog configured once.
 """
 
 from __future__ import annotations
@@ -12,22 +13,23 @@ import logging
 
 from omegaconf import DictConfig
 
-from .cli import hydra_main
-from .evaluate import evaluate
-from .register import register
-from .train import train
+from pipelines.cli import hydra_main
+from pipelines.evaluate import evaluate
+from pipelines.register import register
+from pipelines.session import Session
+from pipelines.train import train
 
 log = logging.getLogger(__name__)
 
 
 def run_main(cfg: DictConfig):
-    trained = train(cfg)
-    tested = evaluate(cfg, model_uri=trained.model_uri, split=cfg.test_split)
-    registered = register(cfg, run_id=trained.run_id, force=cfg.force)
+    session = Session.start(cfg)
+    trained = train(cfg, session)
+    tested = evaluate(cfg, session, model_uri=trained.model_uri, split=cfg.test_split)
+    registered = register(cfg, session, run_id=trained.run_id, force=cfg.force)
     log.info(
-        "done: %s score %.3f, %s score %.3f; registered %s v%s (%s)",
-        trained.split,
-        trained.score,
+        "done: dev score %.3f, %s score %.3f; registered %s v%s (%s)",
+        trained.selection_score,
         tested.split,
         tested.score,
         registered.name,
@@ -39,7 +41,7 @@ def run_main(cfg: DictConfig):
 
 @hydra_main("main")
 def main(cfg: DictConfig) -> float:
-    return run_main(cfg)[1].score
+    return run_main(cfg)[0].selection_score  # a validation score: what a sweeper may optimise
 
 
 if __name__ == "__main__":

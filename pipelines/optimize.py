@@ -1,133 +1,93 @@
-"""`optimize`: compile a program with a DSPy optimiser and measure it against the unoptimised baseline.
+"""`optimize`: compile a program with a DSPy optimiser, measured against the program as written.
 
     python -m pipelines.optimize                                   # MIPROv2 (auto=light)
     python -m pipelines.optimize optimizer=gepa budget.max_lm_calls=500
     python -m pipelines.optimize -m optimizer=miprov2,simba,gepa   # a sweep, compared in the parent run
 
-Stages, each logged with its wall time, LM calls, tokens and cost: baseline (the program as written,
-scored on every `report_splits` split), compile (under MLflow's DSPy autolog: per-step scores where the
-optimiser exposes them), evaluate (the result on the same splits). The result is logged as a model
-ready for `register`, and in readable form (`program/program.md`).
+`train` is a preset of this pipeline (`conf/train.yaml`). Split roles: the optimiser trains on `train`
+and selects on `val`; the result is scored on `report_splits` (dev, and the held-out test). What a
+sweeper optimises is the dev score, never test.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import dspy
 import mlflow
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from .budget import Budget, BudgetExceeded, BudgetGuard
-from .cli import hydra_main
-from .compile import check_finetuning, compile_program
-from .config import to_container
-from .evaluation import evaluate_split
-from .model import build_spec, log_program_model
-from .program_report import log_program
-from .programs import build_program
-from .session import resolve_metric, start_session
-from .stages import StageLog, log_stages, raise_on_step_error
-from .tracking import tracked_run
-from .usage import measure_usage
+from pipelines.cli import hydra_main
+from pipelines.config import to_container
+from pipelines.data.task import Task
+from pipelines.evaluation.scoring import EvalSettings
+from pipelines.optimizers.budget import Budget
+from pipelines.optimizers.compile import build_optimizer, check_finetuning
+from pipelines.optimizers.run import optimize_program
+from pipelines.programs import build_program
+from pipelines.registry.model_format import build_spec, log_program_model
+from pipelines.session import Session
+from pipelines.tracking.program_card import log_program
+from pipelines.tracking.runs import tracked_run
 
 log = logging.getLogger(__name__)
+SELECTION_SPLIT = "dev"  # what a sweeper compares: a validation score, never test
 
 
 @dataclass
 class OptimizeResult:
     run_id: str
     model_uri: str
+    scores: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
-    optimized: dict[str, float] = field(default_factory=dict)
     stopped_by_budget: str | None = None
 
-
-@contextmanager
-def stage(name: str):
-    """Log a line when a stage starts and ends (with elapsed time), and its wall time as a metric."""
-    log.info("[%s] started", name)
-    start = time.perf_counter()
-    yield
-    elapsed = time.perf_counter() - start
-    mlflow.log_metric(f"{name}_wall_s", elapsed)
-    log.info("[%s] done in %.1fs", name, elapsed)
+    @property
+    def selection_score(self) -> float:
+        return self.scores.get(SELECTION_SPLIT, next(iter(self.scores.values()), float("nan")))
 
 
-def run_compile(cfg: DictConfig, session, student: dspy.Module, splits) -> tuple[dspy.Module, str | None]:
-    """Compile under autolog and the budget; on a budget stop return the best program seen so far."""
-    autolog = to_container(cfg.tracking.autolog)
+def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "optimize") -> OptimizeResult:
+    """The entry function: config in, objects built once, the pipeline run and its model logged."""
+    session = session or Session.start(cfg)
+    spec = build_optimizer(cfg.optimizer, session.lm, session.prompt_lm)
+    check_finetuning(spec, session.lm)  # before any data or LM call: nothing is spent on a run that cannot finish
     budget = Budget(**to_container(cfg.budget))
-    stages = StageLog()
-    compiled, stopped = student, None
-    with measure_usage() as usage:
-        guard = BudgetGuard(budget, usage)
-        mlflow.dspy.autolog(**autolog)  # compile/eval logging on for this stage only
-        try:
-            with dspy.context(callbacks=[*dspy.settings.callbacks, guard]):
-                compiled = compile_program(
-                    cfg, session, student, splits.train, splits.dev, stages=stages, raise_step_errors=False
-                )
-        except BudgetExceeded as exc:
-            stopped = str(exc)
-            compiled = guard.best_program() or student
-            log.warning("budget reached (%s): keeping the best program evaluated so far", stopped)
-        finally:
-            guard.armed = False
-            mlflow.dspy.autolog(**(autolog | {"log_compiles": False, "log_evals": False}))
-    log_stages(compiled, stages)
-    mlflow.log_metrics({f"compile_{k}": v for k, v in usage.summary().items()})
-    mlflow.set_tag("stopped_by_budget", stopped or "false")
-    if cfg.optimizer.get("fail_on_step_error", True):
-        raise_on_step_error(compiled, stages)  # after logging: the run shows what happened, then FAILS
-    return compiled, stopped
-
-
-def optimize(cfg: DictConfig) -> OptimizeResult:
-    session = start_session(cfg)
-    # Autolog's compile/eval logging is switched on around the compile stage only, so the baseline
-    # and final evaluations below do not add child runs.
-    mlflow.dspy.autolog(**(to_container(cfg.tracking.autolog) | {"log_compiles": False, "log_evals": False}))
-    with tracked_run(cfg, "optimize", run_name=cfg.run_name or f"optimize-{cfg.optimizer.name}") as run:
-        check_finetuning(cfg, session.lm)  # before the baseline: nothing is spent on a run that cannot finish
-        splits = instantiate(cfg.task.data)
-        splits.log_to_mlflow()
-        student = build_program(cfg.program, splits.labels)
-        metric = resolve_metric(cfg.task.metric)
-
-        def score_all(program, prefix: str) -> dict[str, float]:
-            scores = {}
-            for split in cfg.report_splits:
-                outcome = evaluate_split(cfg, program, splits, split, metric)
-                outcome.log(f"{prefix}{split}")
-                scores[split] = outcome.score
-                log.info("%s%s score: %.3f", prefix, split, outcome.score)
-            return scores
-
-        with stage("baseline"):
-            baseline = score_all(student, "baseline_")
-        with stage("compile"):
-            compiled, stopped = run_compile(cfg, session, student, splits)
-        with stage("evaluate"):
-            optimized = score_all(compiled, "")
-        for split in cfg.report_splits:
-            mlflow.log_metric(f"{split}_gain", optimized[split] - baseline[split])
-
-        log_program(compiled)
-        spec = build_spec(cfg, splits.labels, compiled, num_threads=cfg.eval.num_threads)
-        example = splits.frames[cfg.report_splits[0]][spec["inputs"]].head(2)
-        model_uri = log_program_model(compiled, spec, input_example=example)
+    settings = EvalSettings(num_threads=cfg.eval.num_threads, display_progress=cfg.eval.display_progress)
+    run_name = cfg.run_name or f"{entry}-{spec.name}-{cfg.task.name}"
+    with tracked_run(cfg, entry, run_name=run_name) as run:
+        task = Task.from_config(cfg.task)
+        task.splits.log_to_mlflow()
+        program, program_config = build_program(cfg.program, task.contract)
+        result = optimize_program(
+            program,
+            task,
+            spec,
+            lm=session.lm,
+            report_splits=list(cfg.report_splits),
+            settings=settings,
+            budget=budget,
+            baseline=bool(cfg.baseline),
+            logging_scope=session.compile_logging(),
+        )
+        log_program(result.program)
+        model_spec = build_spec(
+            program_config=program_config,
+            contract=task.contract,
+            lm_config=to_container(cfg.lm),
+            adapter_config=to_container(cfg.adapter) if cfg.get("adapter") else None,
+            task_config=task.config,
+            num_threads=settings.num_threads,
+        )
+        example = task.splits.frame(cfg.report_splits[0])[task.contract.input_names].head(2)
+        model_uri = log_program_model(result.program, model_spec, input_example=example)
         mlflow.set_tag("model_uri", model_uri)
-        return OptimizeResult(run.info.run_id, model_uri, baseline, optimized, stopped)
+        return OptimizeResult(run.info.run_id, model_uri, result.scores, result.baseline, result.stopped_by_budget)
 
 
 @hydra_main("optimize")
 def main(cfg: DictConfig) -> float:
-    return optimize(cfg).optimized[cfg.report_splits[-1]]
+    return optimize(cfg).selection_score
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@
     python -m pipelines.register registry.gate.alpha=0.1
     python -m pipelines.register force=true           # promote regardless (recorded as forced)
 
-Challenger and champion are compared on the same examples (`eval.split`, dev by default, same data
-digest) with a paired test (`pipelines.gate`). Per-example results already on record for that digest
-are reused; missing ones are measured now and recorded for next time. The decision, both scores,
-the p-value and the interval are tagged on the new version and logged in this run.
+Challenger and champion are compared on the same examples (`eval.split`: dev, never the optimiser's
+valset), paired by row id, with the task and data settings the source run recorded. Per-example results
+already on record for that data digest are reused; missing ones are measured now. A first registration
+(no champion) needs no scoring. Registering a run twice reuses its version. Everything is decided before
+the registry is touched, so an interrupted `register` leaves no half-made version.
 """
 
 from __future__ import annotations
@@ -18,17 +19,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from hydra.utils import instantiate
+import pandas as pd
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
-from .cli import hydra_main
-from .evaluation import evaluate_split
-from .gate import decide
-from .registry import get_alias, latest_model_run, load_program, record_predictions, recorded_predictions
-from .report import comparison_report
-from .session import resolve_metric, start_session
-from .tracking import configure_tracking, git_commit, tracked_run
+from pipelines.cli import hydra_main
+from pipelines.data.task import Task
+from pipelines.evaluation.scoring import EvalSettings, evaluate_split
+from pipelines.registry.gate import Decision, decide
+from pipelines.registry.promotion_report import comparison_report
+from pipelines.registry.versions import (
+    existing_version,
+    get_alias,
+    latest_model_run,
+    load_program,
+    record_predictions,
+    recorded_predictions,
+)
+from pipelines.session import Session
+from pipelines.tracking.lineage import adopt_recorded_task
+from pipelines.tracking.runs import configure_tracking, git_commit, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -40,92 +50,99 @@ class RegisterResult:
     version: str
     promoted: bool
     reason: str
-    challenger_score: float
+    challenger_score: float | None
     champion_score: float | None
     p_value: float | None = None
 
 
+def find_source_run(cfg: DictConfig, run_id: str | None):
+    experiment_id = configure_tracking(cfg.tracking)
+    return MlflowClient().get_run(run_id) if run_id else latest_model_run(experiment_id)
+
+
+def _scored_table(uri: str, task: Task, split: str, settings: EvalSettings) -> tuple[pd.DataFrame, float]:
+    loaded = load_program(uri)
+    outcome = evaluate_split(loaded.program, task, split, settings, lm=loaded.lm, adapter=loaded.adapter)
+    return outcome.table, outcome.score
+
+
 def register(
     cfg: DictConfig,
+    session: Session | None = None,
     run_id: str | None = None,
-    split: str | None = None,
     force: bool = False,
     report_path: str | None = None,
-):
-    start_session(cfg)
-    split = split or cfg.eval.split
-    name = cfg.registry.name
-    experiment_id = configure_tracking(cfg.tracking)
-    source = MlflowClient().get_run(run_id) if run_id else latest_model_run(experiment_id, cfg.task.name)
+) -> RegisterResult:
+    session = session or Session.start(cfg)
+    settings = EvalSettings(num_threads=cfg.eval.num_threads, display_progress=cfg.eval.display_progress)
+    split, gate = cfg.eval.split, cfg.registry.gate
+    source = find_source_run(cfg, run_id)
     model_uri = source.data.tags.get("model_uri") or f"runs:/{source.info.run_id}/model"
+    name = str(cfg.registry.name)
+    client = MlflowClient()
 
     with tracked_run(cfg, "register", run_name=cfg.run_name or f"register-{name}") as run:
-        splits = instantiate(cfg.task.data)
-        digest = splits.log_to_mlflow()[split]
-        metric = resolve_metric(cfg.task.metric)
-        client = MlflowClient()
+        task = Task.from_config(cfg.task)
+        digest = task.splits.log_to_mlflow()[split]
+        reused = existing_version(name, source.info.run_id, model_uri)
+        champion = get_alias(name, cfg.registry.champion_alias)
+        if champion is not None and reused is not None and champion.version == reused.version:
+            champion = None  # comparing a version with itself proves nothing: it stays champion
+        fresh: dict[str, tuple[str, pd.DataFrame, float]] = {}  # role -> (artifact path, table, score)
 
-        def results_of(version, role: str):
-            """Per-example results of `version` on the split: on record, or measured now."""
-            table = recorded_predictions(version, split, digest)
+        def results(role: str, uri: str, version=None) -> pd.DataFrame:
+            """Per-example results on the gate split: on record for this data digest, or measured now."""
+            table = recorded_predictions(version, source.info.run_id if role == "challenger" else None, split, digest)
             if table is None:
-                log.info("scoring %s v%s on %s (no results on record for this data)", name, version.version, split)
-                loaded = load_program(f"models:/{version.name}/{version.version}")
-                outcome = evaluate_split(cfg, loaded.program, splits, split, metric, loaded.lm, loaded.adapter)
-                table, path = outcome.table, f"eval/{role}_v{version.version}_{split}_predictions.json"
+                log.info("scoring %s (%s) on %s: no results on record for this data", role, uri, split)
+                table, score = _scored_table(uri, task, split, settings)
+                path = f"eval/{role}_{split}_predictions.json"
                 mlflow.log_table(table, artifact_file=path)
-                record_predictions(version, split, digest, run.info.run_id, path, outcome.score)
+                fresh[role] = (path, table, score)
             return table
 
-        champion = get_alias(name, cfg.registry.champion_alias)
-        version = mlflow.register_model(model_uri, name)
-        src_tags = source.data.tags
-        for key, value in {
-            "task": src_tags.get("task", cfg.task.name),
-            "optimizer": src_tags.get("optimizer", "unknown"),
-            "lm": src_tags.get("lm", "unknown"),
-            "source_run_id": source.info.run_id,
-            "data_digest": digest,
-            "data_split": split,
-            "git_commit": src_tags.get("git_commit") or git_commit(),
-        }.items():
-            client.set_model_version_tag(name, version.version, key, str(value))
-        client.set_registered_model_alias(name, cfg.registry.challenger_alias, version.version)
+        if champion is None:
+            decision, challenger_table, champion_table = Decision(True, "no current champion"), None, None
+        else:
+            challenger_table = results("challenger", model_uri, reused)
+            champion_table = results("champion", f"models:/{name}/{champion.version}", champion)
+            decision = decide(
+                challenger_table,
+                champion_table,
+                alpha=gate.alpha,
+                min_gain=gate.min_gain,
+                force=force,
+                required=list(gate.required),
+                tolerance=gate.tolerance,
+            )
 
-        challenger_table = results_of(version, "challenger")
-        champion_table = results_of(champion, "champion") if champion is not None else None
-        gate = cfg.registry.gate
-        decision = decide(
-            challenger_table,
-            champion_table,
-            alpha=gate.alpha,
-            min_gain=gate.min_gain,
-            force=force,
-            required=list(gate.required),
-            tolerance=gate.tolerance,
-        )
-        if decision.promote:
-            client.set_registered_model_alias(name, cfg.registry.champion_alias, version.version)
+        # Everything is known: now touch the registry, undoing a version this run created if anything fails.
+        version = reused or mlflow.register_model(model_uri, name)
+        try:
+            _record_decision(
+                client,
+                cfg,
+                version,
+                source,
+                decision,
+                split,
+                digest,
+                force,
+                champion,
+                challenger_table,
+                champion_table,
+                model_uri,
+            )
+            for role, (path, _table, score) in fresh.items():
+                target = version if role == "challenger" else champion
+                record_predictions(target, split, digest, run.info.run_id, path, score)
+        except BaseException:
+            if reused is None:
+                client.delete_model_version(name, version.version)
+            raise
 
-        challenger_score = float(challenger_table["correct"].mean())
-        champion_score = float(champion_table["correct"].mean()) if champion_table is not None else None
-        tags = decision.tags() | {
-            "promotion.forced": str(bool(force)).lower(),
-            "promotion.split": split,
-            "promotion.alpha": str(gate.alpha),
-            "promotion.champion_version": str(champion.version) if champion else "none",
-            "promotion.champion_score": f"{champion_score:.6f}" if champion_score is not None else "none",
-            "promotion.challenger_score": f"{challenger_score:.6f}",
-        }
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version.version, key, value)
-        # The description is what the registry UI shows in full (tags are truncated there).
-        description = (
-            f"{tags['promotion.decision'].replace('_', ' ')}: {decision.reason}. "
-            f"Trained by run {source.info.run_id} ({tags.get('promotion.split')} split, data {digest})."
-        )
-        client.update_model_version(name, version.version, description=description)
-        mlflow.set_tags(tags | {"model_name": name, "model_version": str(version.version)})
+        challenger_score = float(challenger_table["score"].mean()) if challenger_table is not None else None
+        champion_score = float(champion_table["score"].mean()) if champion_table is not None else None
         champion_name = f"champion v{champion.version}" if champion else "no champion"
         report = comparison_report(
             f"challenger v{version.version}", challenger_table, champion_name, champion_table, decision
@@ -133,11 +150,13 @@ def register(
         mlflow.log_text(report, "promotion_report.html")
         if report_path:
             Path(report_path).write_text(report)
-        mlflow.log_metric("challenger_score", challenger_score)
+        mlflow.set_tags(decision.tags() | {"model_name": name, "model_version": str(version.version)})
+        if challenger_score is not None:
+            mlflow.log_metric("challenger_score", challenger_score)
         if champion_score is not None:
             mlflow.log_metric("champion_score", champion_score)
             mlflow.log_metric("promotion_p_value", decision.test.p_value)
-        log.info("%s v%s: %s (%s)", name, version.version, tags["promotion.decision"], decision.reason)
+        log.info("%s v%s: %s (%s)", name, version.version, decision.tags()["promotion.decision"], decision.reason)
         return RegisterResult(
             run_id=run.info.run_id,
             name=name,
@@ -150,9 +169,47 @@ def register(
         )
 
 
+def _record_decision(
+    client, cfg, version, source, decision, split, digest, force, champion, challenger_table, champion_table, model_uri
+) -> None:
+    name = version.name
+    src_tags = source.data.tags
+    tags = {
+        "task": src_tags.get("task", ""),
+        "optimizer": src_tags.get("optimizer", "unknown"),
+        "lm": src_tags.get("lm", "unknown"),
+        "source_run_id": source.info.run_id,
+        "source_model_uri": model_uri,
+        "data_digest": digest,
+        "data_split": split,
+        "git_commit": src_tags.get("git_commit") or git_commit(),
+        "promotion.forced": str(bool(force)).lower(),
+        "promotion.split": split,
+        "promotion.alpha": str(cfg.registry.gate.alpha),
+        "promotion.champion_version": str(champion.version) if champion else "none",
+    } | decision.tags()
+    if challenger_table is not None:
+        tags["promotion.challenger_score"] = f"{challenger_table['score'].mean():.6f}"
+    if champion_table is not None:
+        tags["promotion.champion_score"] = f"{champion_table['score'].mean():.6f}"
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, str(value))
+    # The description is what the registry UI shows in full (tags are truncated there).
+    description = (
+        f"{tags['promotion.decision'].replace('_', ' ')}: {decision.reason}. "
+        f"Trained by run {source.info.run_id} ({split} split, data {digest})."
+    )
+    client.update_model_version(name, version.version, description=description)
+    client.set_registered_model_alias(name, cfg.registry.challenger_alias, version.version)
+    if decision.promote:
+        client.set_registered_model_alias(name, cfg.registry.champion_alias, version.version)
+
+
 @hydra_main("register")
 def main(cfg: DictConfig) -> None:
-    register(cfg, run_id=cfg.run_id, force=cfg.force, report_path=cfg.report_path)
+    source = find_source_run(cfg, cfg.run_id)
+    adopt_recorded_task(cfg, source.info.run_id)  # the source's task and data, unless the command line says
+    register(cfg, run_id=source.info.run_id, force=cfg.force, report_path=cfg.report_path)
 
 
 if __name__ == "__main__":

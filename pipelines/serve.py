@@ -16,7 +16,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from .cli import hydra_main
+from pipelines.cli import hydra_main
 
 log = logging.getLogger(__name__)
 

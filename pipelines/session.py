@@ -1,40 +1,47 @@
-"""Process-wide setup every entry point shares: DSPy's cache, MLflow autolog, the LM and adapter."""
+"""What one process builds once and every stage shares: DSPy's cache, MLflow autolog, the LMs, the adapter.
+
+`main` runs train, evaluate and register in one process on one Session: the embedded model is loaded
+once and autolog is configured once.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import dspy
 import mlflow
-from hydra.utils import instantiate
-from omegaconf import DictConfig
-
-from .config import to_container
 
 
 @dataclass
 class Session:
     lm: dspy.LM
-    adapter: object | None
+    adapter: object | None = None
+    prompt_lm: dspy.LM | None = None  # the optimisers' proposer / teacher / reflection LM; None: `lm`
+    autolog: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def start(cls, cfg) -> Session:
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
 
-def start_session(cfg: DictConfig) -> Session:
-    dspy.configure_cache(disk_cache_dir=str(cfg.paths.dspy_cache_dir))
-    mlflow.dspy.autolog(**to_container(cfg.tracking.autolog))
-    lm = instantiate(cfg.lm)
-    adapter = instantiate(cfg.adapter) if cfg.get("adapter") else None
-    dspy.configure(lm=lm, adapter=adapter)
-    return Session(lm=lm, adapter=adapter)
+        dspy.configure_cache(disk_cache_dir=str(cfg.paths.dspy_cache_dir))
+        autolog = OmegaConf.to_container(cfg.tracking.autolog, resolve=True)
+        # Compile logging (child runs per MIPROv2 trial, the compiled program) is switched on around
+        # the compile stage only (`compile_logging`), so evaluations outside it add no child runs.
+        mlflow.dspy.autolog(**(autolog | {"log_compiles": False, "log_evals": False}))
+        lm = instantiate(cfg.lm)
+        adapter = instantiate(cfg.adapter) if cfg.get("adapter") else None
+        prompt_lm = instantiate(cfg.prompt_lm) if cfg.get("prompt_lm") else None
+        dspy.configure(lm=lm, adapter=adapter)
+        return cls(lm=lm, adapter=adapter, prompt_lm=prompt_lm, autolog=autolog)
 
-
-def named(metric: Callable) -> Callable:
-    """A `_partial_` metric with its function's `__name__`: MLflow names trace assessments after it."""
-    if isinstance(metric, functools.partial):
-        return functools.update_wrapper(metric, metric.func)
-    return metric
-
-
-def resolve_metric(metric_cfg: DictConfig) -> Callable:
-    return named(instantiate(metric_cfg))
+    @contextmanager
+    def compile_logging(self):
+        """Autolog's compile/eval logging as configured, for the duration of a compile."""
+        mlflow.dspy.autolog(**self.autolog)
+        try:
+            yield
+        finally:
+            mlflow.dspy.autolog(**(self.autolog | {"log_compiles": False, "log_evals": False}))

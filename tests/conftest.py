@@ -18,7 +18,7 @@ import pipelines  # noqa: F401  (sets the offline environment defaults first)
 from pipelines.config import CONF_DIR
 
 FAKE_LM = {"_target_": "tests.fakes.fake_lm"}
-SMALL = ["task.data.train_size=16", "task.data.dev_size=16", "task.data.test_size=16"]
+SMALL = ["task.data.train_size=16", "task.data.val_size=16", "task.data.dev_size=16", "task.data.test_size=16"]
 
 
 def compose_cfg(config_name: str, tmp_path, overrides=(), fake: bool = True) -> DictConfig:

@@ -18,9 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from pipelines.config import CONF_DIR, PROJECT_ROOT, REDACTED, flatten, is_secret_key, redact, to_container
-from pipelines.data import Splits
+from pipelines.data.splits import Splits
 from pipelines.lm import MissingAPIKeyError, provider_lm
-from pipelines.metrics import exact_match
+from pipelines.evaluation.metrics import exact_match
 from pipelines.programs import Classifier, build_program
 
 ROOT_CONFIGS = ["train", "evaluate", "register", "serve", "main"]
@@ -163,7 +163,7 @@ def test_banking77_reads_the_shared_dataset_subset(make_cfg):
     assert path == (PROJECT_ROOT / ".." / "shared/datasets/banking77/train.csv")
     assert cfg.task.data.columns == {"text": "text", "label": "category"}
     assert len(cfg.task.data.labels) == 10
-    assert cfg.task.metric._target_ == "pipelines.metrics.exact_match"  # inherited from travel_intents
+    assert cfg.task.metric._target_ == "pipelines.evaluation.metrics.exact_match"  # inherited from travel_intents
 
 
 @pytest.mark.parametrize("program", options("program"))
@@ -188,7 +188,7 @@ def test_every_program_instantiates(make_cfg, program):
 
 def _build(cfg):
     """The optimiser exactly as `optimize`/`train` build it (with the fake LM as task LM)."""
-    from pipelines.compile import build_optimizer
+    from pipelines.optimizers.compile import build_optimizer
     from pipelines.session import Session
 
     from .fakes import fake_lm

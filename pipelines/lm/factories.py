@@ -3,7 +3,7 @@
 Keys never enter config: a provider config names the environment variable that holds its key
 (`api_key_env: OPENAI_API_KEY`) and the key is read here, at build time, into the in-memory LM only.
 MLflow's DSPy tracing drops `api_key` from span attributes, and our model format (see
-`pipelines.model`) stores this config, not the LM object, so the key stays in the environment.
+`pipelines.registry.model_format`) stores this config, not the LM object, so the key stays in the environment.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import dspy
 
-from .llama_engine import FT_MARK, LlamaCppEngine
-from .weights import check_gguf, file_digest, resolve_model_path
+from pipelines.lm.llama_engine import FT_MARK, LlamaCppEngine
+from pipelines.lm.weights import check_gguf, file_digest, resolve_model_path
 
 
 class MissingAPIKeyError(RuntimeError):
@@ -40,9 +40,9 @@ def local_lm(
 
     `lora_path` applies a GGUF LoRA adapter (a fine-tuned model: the LM's id becomes
     `local/<model>:ft-<digest>`). `finetune` holds the LoRA settings our fine-tuning provider uses when
-    BetterTogether/BootstrapFinetune fine-tunes this LM (see `pipelines.finetune`).
+    BetterTogether/BootstrapFinetune fine-tunes this LM (see `pipelines.lm.finetune`).
     """
-    from ..finetune.provider import LlamaCppLoRAProvider  # imports no torch: that waits for a fine-tune
+    from pipelines.lm.finetune.provider import LlamaCppLoRAProvider  # imports no torch: that waits for a fine-tune
 
     path = resolve_model_path(model_path, cache_dir=weights_cache_dir)
     engine = LlamaCppEngine(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, model_name=model)

@@ -1,20 +1,28 @@
-"""DSPy programs a task can use; each is a `_target_` in `conf/program/`."""
+"""Shipped DSPy programs: examples of the task contract, never assumed by the pipeline.
 
-from .classifier import Classifier, classification_signature
-from .qa import QA
+A program is any `dspy.Module` named by `_target_` in `conf/program/`. A program config with a
+`signature: null` key gets the task's contract (its fields, types, label sets and instructions) as a
+dict; a user's program may take it or ignore it.
+"""
 
-__all__ = ["QA", "Classifier", "classification_signature", "build_program"]
+from pipelines.programs.draft_verify import DraftThenVerify
+from pipelines.programs.extract_then_classify import ExtractThenClassify
+from pipelines.programs.math_agent import MathAgent
+from pipelines.programs.single_step import SingleStep
+
+__all__ = ["DraftThenVerify", "ExtractThenClassify", "MathAgent", "SingleStep", "build_program"]
 
 
-def build_program(program_cfg, labels: list[str] | None):
-    """Instantiate `program_cfg`, giving it the task's label set when the task has one."""
+def build_program(program_cfg, contract):
+    """Instantiate `program_cfg`, handing it the task's contract where the config asks for `signature`.
+
+    Returns (program, resolved program config): the config, with the contract filled in, is what the
+    logged model stores to rebuild the program at load time.
+    """
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
-    if labels:
-        return instantiate(program_cfg, labels=labels)
-    if program_cfg.get("_target_", "").endswith("Classifier"):
-        raise ValueError(
-            "This task has free-text answers (no label set) but the program is a classifier: "
-            "use program=qa (experiment=gsm8k selects task and program together)"
-        )
-    return instantiate(program_cfg)
+    resolved = OmegaConf.to_container(program_cfg, resolve=True)
+    if "signature" in resolved and resolved["signature"] is None:
+        resolved["signature"] = contract.to_dict()
+    return instantiate(resolved, _convert_="all"), resolved

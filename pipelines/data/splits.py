@@ -1,0 +1,189 @@
+"""Datasets: read a CSV / JSONL / Parquet file, map its columns to the task's fields, split reproducibly.
+
+    >>> splits = load_splits("data/travel_intents/intents.csv", inputs=["text"], outputs=["label"],
+    ...                      label_fields=["label"], train_size=40, val_size=40, dev_size=60, test_size=80)
+    >>> splits.examples("train")[0].text, splits.labels["label"][:2]             # doctest: +SKIP
+    ('my bag never showed up at JFK', ['baggage_policy', 'book_flight'])
+
+Four splits with roles that never cross: `train` (the optimiser's trainset), `val` (the optimiser's
+valset), `dev` (scored by train/optimize and the promotion gate's paired evidence: never seen while
+choosing a program) and `test` (held out; reported, never used to choose). When the task has a label
+field, rows are shuffled with `seed` and interleaved label by label, so any prefix sees every label
+in proportion. Every row keeps its source row number (`row_id`), which pairs results across models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dspy
+import pandas as pd
+
+READERS = {
+    ".csv": pd.read_csv,
+    ".jsonl": lambda p: pd.read_json(p, lines=True),
+    ".parquet": pd.read_parquet,
+}
+SPLITS = ("train", "val", "dev", "test")
+ROW_ID = "row_id"
+
+
+class DataError(ValueError):
+    """Bad data or data config; the message names the file, column or label at fault."""
+
+
+@dataclass
+class Splits:
+    name: str
+    source: str
+    inputs: list[str]
+    outputs: list[str]
+    labels: dict[str, list[str]]  # label field -> its label set, as found in the data
+    frames: dict[str, pd.DataFrame] = field(repr=False)
+
+    def frame(self, split: str) -> pd.DataFrame:
+        if split not in self.frames:
+            raise DataError(f"Unknown split {split!r}; choose one of {list(self.frames)}")
+        return self.frames[split]
+
+    def examples(self, split: str) -> list[dspy.Example]:
+        fields = [*self.inputs, *self.outputs]
+        return [
+            dspy.Example(**{k: row[k] for k in fields}).with_inputs(*self.inputs)
+            for row in self.frame(split)[fields].to_dict("records")
+        ]
+
+    def ids(self, split: str) -> list[int]:
+        return self.frame(split)[ROW_ID].astype(int).tolist()
+
+    def mlflow_dataset(self, split: str):
+        import warnings
+
+        import mlflow.data
+
+        frame = self.frame(split)
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source class twice and warns that a path is "ambiguous".
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            return mlflow.data.from_pandas(
+                frame,
+                source=self.source,
+                name=f"{self.name}-{split}",
+                targets=self.outputs[0] if len(self.outputs) == 1 else None,
+            )
+
+    def log_to_mlflow(self) -> dict[str, str]:
+        """Log each split as a dataset input; returns {split: digest} (also tagged on the run)."""
+        import mlflow
+
+        digests = {}
+        for split in self.frames:
+            dataset = self.mlflow_dataset(split)
+            mlflow.log_input(dataset, context=split)
+            digests[split] = dataset.digest
+        mlflow.log_dict({s: f[ROW_ID].tolist() for s, f in self.frames.items()}, "data/splits.json")
+        mlflow.set_tags({f"data.digest.{s}": d for s, d in digests.items()} | {"data.source": self.source})
+        return digests
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Dataset file not found: {path}")
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"Cannot read {path}: unsupported extension {path.suffix!r}; use one of {sorted(READERS)}")
+    try:
+        return reader(path)
+    except Exception as exc:
+        raise DataError(f"Cannot read {path}: {exc}") from exc
+
+
+def _check_sizes(sizes: dict[str, int | None]) -> None:
+    for split, size in sizes.items():
+        if (size is None and split != "test") or (size is not None and (not isinstance(size, int) or size < 0)):
+            raise DataError(f"{split}_size must be a non-negative integer (test_size may be null), got {size!r}")
+
+
+def load_splits(
+    path: str | Path,
+    inputs: list[str],
+    outputs: list[str],
+    label_fields: list[str] | None = None,
+    columns: dict[str, str] | None = None,
+    labels: list[str] | None = None,
+    normalize_labels: bool = True,
+    train_size: int = 40,
+    val_size: int = 40,
+    dev_size: int = 60,
+    test_size: int | None = 80,
+    seed: int = 0,
+    name: str | None = None,
+) -> Splits:
+    """Read `path`, map `columns` (field -> file column; unmapped fields read their own name), cut four splits.
+
+    `labels` keeps only those values of the first label field (e.g. a 10-intent Banking77 subset);
+    `test_size=None` takes every remaining row. `normalize_labels` lower-cases label fields (Banking77
+    spells one label two ways). Tasks without a label field are shuffled, not stratified.
+    """
+    fields = [*inputs, *outputs]
+    label_fields = list(label_fields or [])
+    mapping = {f: (columns or {}).get(f, f) for f in fields}
+    unknown = sorted(set(columns or {}) - set(fields))
+    if unknown:
+        raise DataError(f"data.columns maps {unknown}, which are not task fields; the task's fields are {fields}")
+    raw = read_table(path)
+    missing = [col for col in mapping.values() if col not in raw.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(raw.columns)}")
+
+    df = raw[list(mapping.values())].set_axis(list(mapping), axis=1)
+    df.insert(0, ROW_ID, range(len(df)))  # source row number (0-based, header excluded)
+    for col in fields:
+        empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if empty.any():
+            rows = df.loc[empty, ROW_ID].tolist()[:10]
+            raise DataError(f"{path}: empty values in column {mapping[col]!r} at data rows {rows} (0-based)")
+    for col in label_fields:
+        df[col] = df[col].astype(str).str.strip()
+        if normalize_labels:
+            df[col] = df[col].str.lower()
+
+    stratify = label_fields[0] if label_fields else None
+    if labels is not None:
+        if stratify is None:
+            raise DataError(f"{path}: `labels` filters a label field, and this task has none (fields: {fields})")
+        wanted = [str(v).strip().lower() if normalize_labels else str(v) for v in labels]
+        present = set(df[stratify])
+        absent = [v for v in wanted if v not in present]
+        if absent:
+            raise DataError(f"{path}: unknown label(s) {absent}; the file's {stratify!r} values are {sorted(present)}")
+        df = df[df[stratify].isin(wanted)]
+    if df.empty:
+        raise DataError(f"{path}: no rows left after filtering")
+
+    # Shuffle with the seed, then interleave by label: a stratified order any prefix of which is balanced.
+    df = df.sample(frac=1.0, random_state=seed)
+    if stratify:
+        df = df.assign(_rank=df.groupby(stratify).cumcount()).sort_values("_rank", kind="stable").drop(columns="_rank")
+
+    sizes = {"train": train_size, "val": val_size, "dev": dev_size, "test": test_size}
+    _check_sizes(sizes)
+    fixed = sum(s for s in sizes.values() if s is not None)
+    if fixed > len(df):
+        raise DataError(f"{path}: asked for {fixed} rows ({sizes}) but only {len(df)} are available")
+    frames, start = {}, 0
+    for split in SPLITS:
+        stop = len(df) if sizes[split] is None else start + sizes[split]
+        frames[split] = df.iloc[start:stop].reset_index(drop=True)
+        start = stop
+    return Splits(
+        name=name or Path(path).stem,
+        source=str(Path(path).resolve()),
+        inputs=list(inputs),
+        outputs=list(outputs),
+        labels={f: sorted(df[f].unique()) for f in label_fields},
+        frames=frames,
+    )

@@ -1,0 +1,117 @@
+"""The one optimisation pipeline behind `train` and `optimize`: baseline, compile, score, in stages.
+
+`train` is a preset of it (a quick optimiser, no baseline, scored on dev); `optimize` runs a search
+optimiser and scores the baseline and the result on the same splits. Each stage logs its wall time,
+LM calls, tokens and cost. A budget stops a compile cleanly and keeps the best program evaluated so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+
+import dspy
+import mlflow
+
+from pipelines.data.task import Task
+from pipelines.evaluation.scoring import EvalSettings, evaluate_split
+from pipelines.lm.usage import measure_usage
+from pipelines.optimizers.budget import Budget, BudgetExceeded, BudgetGuard
+from pipelines.optimizers.compile import OptimizerSpec, compile_program
+from pipelines.optimizers.stages import StageLog, log_stages, raise_on_step_error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Optimized:
+    program: dspy.Module
+    scores: dict[str, float] = field(default_factory=dict)  # split -> score of the result
+    baseline: dict[str, float] = field(default_factory=dict)  # split -> score of the program as written
+    stopped_by_budget: str | None = None
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Log a line when a stage starts and ends, and its wall time as a metric."""
+    log.info("[%s] started", name)
+    start = time.perf_counter()
+    yield
+    elapsed = time.perf_counter() - start
+    mlflow.log_metric(f"{name}_wall_s", elapsed)
+    log.info("[%s] done in %.1fs", name, elapsed)
+
+
+def score_splits(program, task: Task, splits: list[str], settings: EvalSettings, prefix: str = "") -> dict[str, float]:
+    scores = {}
+    for split in splits:
+        outcome = evaluate_split(program, task, split, settings)
+        outcome.log(f"{prefix}{split}")
+        scores[split] = outcome.score
+        low, high = outcome.ci()
+        log.info("%s%s score: %.3f [%.3f, %.3f] (n=%d)", prefix, split, outcome.score, low, high, len(outcome.table))
+    return scores
+
+
+def compile_within_budget(
+    spec: OptimizerSpec, program: dspy.Module, task: Task, *, lm: dspy.LM, budget: Budget, logging_scope=None
+) -> tuple[dspy.Module, str | None]:
+    """Compile on train (valset: val) under the budget; on a budget stop return the best program seen so far."""
+    stages = StageLog()
+    compiled, stopped = program, None
+    with measure_usage() as usage, logging_scope or nullcontext():
+        guard = BudgetGuard(budget, usage)
+        try:
+            with dspy.context(callbacks=[*dspy.settings.callbacks, guard]):
+                compiled = compile_program(
+                    spec,
+                    program,
+                    task.examples("train"),
+                    task.examples("val"),
+                    lm=lm,
+                    stages=stages,
+                    raise_step_errors=False,
+                )
+        except BudgetExceeded as exc:
+            stopped = str(exc)
+            compiled = guard.best_program() or program
+            log.warning("budget reached (%s): keeping the best program evaluated so far", stopped)
+        finally:
+            guard.armed = False
+    log_stages(compiled, stages)
+    mlflow.log_metrics({f"compile_{k}": v for k, v in usage.summary().items()})
+    mlflow.set_tag("stopped_by_budget", stopped or "false")
+    if spec.fail_on_step_error:
+        raise_on_step_error(compiled, stages)  # after logging: the run shows what happened, then FAILS
+    return compiled, stopped
+
+
+def optimize_program(
+    program: dspy.Module,
+    task: Task,
+    spec: OptimizerSpec,
+    *,
+    lm: dspy.LM,
+    report_splits: list[str],
+    settings: EvalSettings,
+    budget: Budget | None = None,
+    baseline: bool = True,
+    logging_scope=None,
+) -> Optimized:
+    """Baseline (optional), compile, then score the result on `report_splits`, all logged to the active run."""
+    result = Optimized(program)
+    if baseline:
+        with stage("baseline"):
+            result.baseline = score_splits(program, task, report_splits, settings, prefix="baseline_")
+    with stage("compile"):
+        result.program, result.stopped_by_budget = compile_within_budget(
+            spec, program, task, lm=lm, budget=budget or Budget(), logging_scope=logging_scope
+        )
+    with stage("evaluate"):
+        result.scores = score_splits(result.program, task, report_splits, settings)
+    for split in result.baseline:
+        mlflow.log_metric(f"{split}_gain", result.scores[split] - result.baseline[split])
+    return result

@@ -1,0 +1,173 @@
+"""A ReAct agent over the task's contract, with a safe calculator and a unit converter as tools.
+
+The agent loops think -> call a tool -> read the result, up to `max_iters` steps, then a final
+step extracts the task's outputs from the trajectory. Tools are plain functions: DSPy builds each
+tool's schema from its name, docstring and type hints.
+
+    >>> calculator("(48 + 48 / 2) * 2")
+    '144'
+    >>> convert_units(90, "min", "h")
+    '1.5 h'
+    >>> agent = MathAgent(contract.to_dict(), max_iters=4)             # doctest: +SKIP
+    >>> with dspy.context(lm=lm):                                      # doctest: +SKIP
+    ...     agent(question="Natalia sold 48 clips in April and half as many in May. How many in all?").answer
+    '72'
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+from collections.abc import Mapping
+
+import dspy
+
+from pipelines.data.contract import Contract, as_contract
+
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_FUNCTIONS = {"abs": abs, "round": round, "min": min, "max": max, "sqrt": math.sqrt}
+_MAX_CHARS = 200
+_MAX_EXPONENT = 100  # 9**9**9 would hang the process: an arithmetic tool needs no huge powers
+
+
+def _evaluate(node: ast.AST) -> float:
+    # Walk the parsed tree and allow only numbers, arithmetic operators and a few named functions:
+    # names, attributes, subscripts, lambdas, comprehensions etc. never reach Python's evaluator.
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow) and (abs(right) > _MAX_EXPONENT or abs(left) > 1e6):
+            raise ValueError("power too large")
+        return _BINARY[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_evaluate(node.operand))
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCTIONS
+        and not node.keywords
+        and node.args
+    ):
+        return _FUNCTIONS[node.func.id](*(_evaluate(arg) for arg in node.args))
+    raise ValueError(f"not arithmetic: {ast.unparse(node) if isinstance(node, ast.expr) else type(node).__name__}")
+
+
+def _format_number(value: float) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)
+
+
+def calculator(expression: str) -> str:
+    """Evaluate arithmetic such as "(48 + 24) * 2 / 3": numbers, + - * / // % ** ( ), sqrt, abs, round, min, max."""
+    text = str(expression).strip().rstrip("=").replace("^", "**").replace("×", "*").replace("÷", "/")
+    # Small models write "$1,200": drop currency signs and thousands separators, not decimal points.
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text.replace("$", ""))
+    if len(text) > _MAX_CHARS:
+        return f"error: expression longer than {_MAX_CHARS} characters"
+    try:
+        return _format_number(_evaluate(ast.parse(text, mode="eval")))
+    except ZeroDivisionError:
+        return "error: division by zero"
+    except (SyntaxError, ValueError, TypeError, OverflowError) as exc:
+        return f"error: {exc}"
+
+
+# Factors to one base unit per dimension (m, kg, s, l); the aliases are what people and models write.
+_UNITS: dict[str, tuple[str, float]] = {
+    "mm": ("length", 0.001),
+    "cm": ("length", 0.01),
+    "m": ("length", 1.0),
+    "km": ("length", 1000.0),
+    "in": ("length", 0.0254),
+    "ft": ("length", 0.3048),
+    "yd": ("length", 0.9144),
+    "mi": ("length", 1609.344),
+    "mg": ("mass", 1e-6),
+    "g": ("mass", 0.001),
+    "kg": ("mass", 1.0),
+    "t": ("mass", 1000.0),
+    "oz": ("mass", 0.028349523125),
+    "lb": ("mass", 0.45359237),
+    "s": ("time", 1.0),
+    "min": ("time", 60.0),
+    "h": ("time", 3600.0),
+    "day": ("time", 86400.0),
+    "week": ("time", 604800.0),
+    "ml": ("volume", 0.001),
+    "l": ("volume", 1.0),
+    "cup": ("volume", 0.2365882365),
+    "pt": ("volume", 0.473176473),
+    "qt": ("volume", 0.946352946),
+    "gal": ("volume", 3.785411784),
+}
+# Other spellings, singular: a plural ("miles", "inches") is tried without its "s"/"es" (words only, so
+# "ms" never becomes metres).
+_NAMES = {
+    "mm": "millimeter millimetre", "cm": "centimeter centimetre", "m": "meter metre", "km": "kilometer kilometre kms",
+    "in": "inch", "ft": "foot feet", "yd": "yard yds", "mi": "mile", "mg": "milligram", "g": "gram",
+    "kg": "kilogram kilo kgs", "t": "tonne ton", "oz": "ounce", "lb": "pound lbs", "s": "sec second secs",
+    "min": "minute mins", "h": "hr hour hrs", "day": "d", "week": "wk", "ml": "milliliter millilitre",
+    "l": "liter litre", "cup": "", "pt": "pint", "qt": "quart", "gal": "gallon gals",
+}  # fmt: skip
+_ALIASES = {alias: unit for unit, names in _NAMES.items() for alias in names.split()}
+
+
+def _unit(name: str) -> str:
+    key = str(name).strip().lower().rstrip(".")
+    candidates = [key, key.removesuffix("es"), key.removesuffix("s")] if len(key) > 3 else [key]
+    for candidate in candidates:
+        if candidate in _UNITS:
+            return candidate
+        if candidate in _ALIASES:
+            return _ALIASES[candidate]
+    raise ValueError(f"unknown unit {name!r}; known units: {', '.join(_UNITS)}")
+
+
+def convert_units(value: float, from_unit: str, to_unit: str) -> str:
+    """Convert a value between units of length (m km mi ft in), mass (kg g lb oz), time (h min day), volume (l ml)."""
+    try:
+        (dim_from, factor_from), (dim_to, factor_to) = _UNITS[_unit(from_unit)], _UNITS[_unit(to_unit)]
+        if dim_from != dim_to:
+            return f"error: cannot convert {dim_from} ({from_unit}) to {dim_to} ({to_unit})"
+        return f"{_format_number(float(value) * factor_from / factor_to)} {str(to_unit).strip()}"
+    except (ValueError, TypeError) as exc:
+        return f"error: {exc}"
+
+
+class MathAgent(dspy.Module):
+    """`dspy.ReAct` over the task's signature with `calculator` and `convert_units` as tools.
+
+    `instructions` replaces the task's instructions (None: keep them). The agent's outputs are the
+    task's outputs; its trajectory (thoughts, tool calls, observations) is in the MLflow trace.
+    """
+
+    def __init__(self, signature: Contract | Mapping, max_iters: int = 4, instructions: str | None = None):
+        super().__init__()
+        contract = as_contract(signature)
+        self.output_names = contract.output_names
+        # A small max_iters: a 0.5B model that has not called `finish` after a few steps rarely will,
+        # and every step re-reads the whole trajectory (tokens grow quadratically).
+        self.agent = dspy.ReAct(
+            contract.signature(instructions), tools=[calculator, convert_units], max_iters=max_iters
+        )
+
+    def forward(self, **inputs) -> dspy.Prediction:
+        result = self.agent(**inputs)
+        return dspy.Prediction(**{name: result[name] for name in self.output_names})

@@ -1,0 +1,105 @@
+"""The promotion gate: promote a challenger only on significant evidence from the same examples.
+
+    >>> decide(challenger_table, champion_table, alpha=0.05)            # doctest: +SKIP
+    Decision(promote=True, reason='challenger 0.812 vs champion 0.700 on 80 paired examples: ...')
+
+Both tables are per-example results on one split with one data digest, paired by `row_id`. The
+paired test (McNemar's exact test for 0/1 scores, a paired bootstrap otherwise) is one-sided:
+"is the challenger better?". `min_gain` guards against promoting a significant but negligible gain;
+`required` names other per-example metrics (table columns) that must not get worse by more than `tolerance`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipelines.evaluation.stats import PairedTest, paired_test
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    test: PairedTest | None = None
+
+    def tags(self) -> dict[str, str]:
+        out = {"promotion.decision": "promoted" if self.promote else "kept_champion", "promotion.reason": self.reason}
+        if self.test is not None:
+            t = self.test
+            out |= {
+                "promotion.test": t.method,
+                "promotion.p_value": f"{t.p_value:.6g}",
+                "promotion.diff": f"{t.diff:.6f}",
+                "promotion.diff_ci95": f"[{t.low:.4f}, {t.high:.4f}]",
+                "promotion.paired_examples": str(t.n),
+                "promotion.wins": str(t.wins),
+                "promotion.losses": str(t.losses),
+            }
+        return out
+
+
+def align(challenger: pd.DataFrame, champion: pd.DataFrame, key: str = "row_id") -> tuple[pd.Series, pd.Series]:
+    """The two `score` columns, paired by row id: both tables must hold exactly the same examples."""
+    for role, table in (("challenger", challenger), ("champion", champion)):
+        if key not in table:
+            raise ValueError(f"the {role}'s results have no {key!r} column to pair examples by")
+        if table[key].duplicated().any():
+            raise ValueError(f"the {role}'s results list some {key} more than once")
+    a, b = challenger.set_index(key)["score"], champion.set_index(key)["score"]
+    if set(a.index) != set(b.index):
+        only_a, only_b = len(set(a.index) - set(b.index)), len(set(b.index) - set(a.index))
+        raise ValueError(
+            f"challenger and champion results are not on the same examples ({only_a} rows only in the "
+            f"challenger's, {only_b} only in the champion's)"
+        )
+    b = b.reindex(a.index)
+    return a.astype(float).reset_index(drop=True), b.astype(float).reset_index(drop=True)
+
+
+def worse_required(
+    challenger: pd.DataFrame, champion: pd.DataFrame, required: list[str], tolerance: float
+) -> list[str]:
+    """The required per-example metrics (table columns) on which the challenger is worse than the champion."""
+    missing = [m for m in required if m not in challenger or m not in champion]
+    if missing:
+        raise ValueError(
+            f"required metric(s) {missing} are not in both models' per-example results "
+            f"(columns: {sorted(set(challenger.columns) & set(champion.columns))})"
+        )
+    return [
+        f"{m} {challenger[m].mean():.3f} < {champion[m].mean():.3f}"
+        for m in required
+        if challenger[m].mean() < champion[m].mean() - tolerance
+    ]
+
+
+def decide(
+    challenger: pd.DataFrame,
+    champion: pd.DataFrame | None,
+    alpha: float = 0.05,
+    min_gain: float = 0.0,
+    force: bool = False,
+    required: list[str] | None = None,
+    tolerance: float = 0.0,
+) -> Decision:
+    if champion is None:
+        return Decision(True, "no current champion")
+    a, b = align(challenger, champion)
+    worse = worse_required(challenger, champion, list(required or []), tolerance)
+    test = paired_test(a, b, confidence=1 - 2 * alpha)
+    summary = (
+        f"challenger {test.challenger:.3f} vs champion {test.champion:.3f} on {test.n} paired examples "
+        f"({test.method}, p={test.p_value:.4g}, diff CI [{test.low:+.3f}, {test.high:+.3f}])"
+    )
+    if force:
+        return Decision(True, f"forced by the user (force=true); {summary}", test)
+    if worse:
+        return Decision(False, f"a required metric got worse ({'; '.join(worse)}): {summary}", test)
+    if test.p_value < alpha and test.diff > min_gain:
+        return Decision(True, f"significant improvement at alpha={alpha}: {summary}", test)
+    why = "no improvement" if test.diff <= 0 else f"not significant at alpha={alpha}"
+    if test.p_value < alpha:
+        why = f"gain {test.diff:.3f} not above min_gain={min_gain}"
+    return Decision(False, f"{why}: {summary}", test)

@@ -1,0 +1,241 @@
+"""The MLflow model format for a DSPy program: JSON program state + the config to rebuild it.
+
+Why not the stock `mlflow.dspy` flavor: it refuses multi-row input (no batch scoring, no
+`spark_udf`) and cloudpickles `dspy.settings`, API keys included. Here the model holds:
+
+- `program.json`: DSPy's own saved state (instructions, demos) of the compiled program;
+- `spec.json`: the task's contract (the model's typed inputs and outputs), the configs of the program,
+  the DSPy adapter and the LM (secrets redacted; a provider LM keeps only the NAME of its key variable,
+  read from the serving environment), and the task's data settings (lineage);
+- as `code_paths`, the `pipelines` package and the user's own program package (whatever package
+  defines the program's modules), so it loads where neither is installed;
+- for a fine-tuned program (BetterTogether's weight step), `lora_weights`: the GGUF LoRA file that
+  llama.cpp applies on the embedded base at load time, so a served champion runs the fine-tuned
+  weights offline. (A provider-hosted fine-tune, e.g. OpenAI's, travels as its model id in spec.json.)
+
+`predict` takes a DataFrame with the program's input columns and returns one row per input row.
+
+    >>> model = mlflow.pyfunc.load_model("models:/travel-intents@champion")      # doctest: +SKIP
+    >>> model.predict(pd.DataFrame({"text": ["where is my bag", "cancel my trip"]}))   # doctest: +SKIP
+              label
+    0  lost_luggage
+    1  cancel_booking
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dspy
+import mlflow
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+
+from pipelines.config import PROJECT_ROOT, redact
+from pipelines.data.contract import Contract, Field
+
+PROGRAM_FILE = "program.json"
+SPEC_FILE = "spec.json"
+LORA_ARTIFACT = "lora_weights"  # a fine-tuned program's LoRA file (not to be confused with DSPy's adapter)
+_NOT_USER_CODE = {"pipelines", "dspy", "__main__"}
+
+
+def _bad_input(message: str) -> Exception:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    # INVALID_PARAMETER_VALUE is what MLflow's scoring server answers with HTTP 400.
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _check_value(field: Field, value, row: int):
+    where = f"Row {row}, column {field.name!r}"
+    if field.type in ("str", "label"):
+        if not isinstance(value, str):
+            raise _bad_input(f"{where}: expected a string, got {type(value).__name__}")
+        if not value.strip():
+            raise _bad_input(f"{where}: empty text")
+        return value
+    if field.type == "bool":
+        if not isinstance(value, bool | np.bool_):
+            raise _bad_input(f"{where}: expected true or false, got {value!r}")
+        return bool(value)
+    numeric = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+    if not numeric or (isinstance(value, float | np.floating) and not np.isfinite(value)):
+        raise _bad_input(f"{where}: expected a finite {field.type}, got {value!r}")
+    if field.type == "int":
+        if float(value) != int(value):
+            raise _bad_input(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def validate_rows(frame: pd.DataFrame, inputs: list[Field]) -> list[dict]:
+    """Rows as dicts, refusing what the program cannot answer: missing columns, wrong types, empty text."""
+    names = [f.name for f in inputs]
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        raise _bad_input(f"Missing input column(s) {missing}; the model expects {names}")
+    if frame.empty:
+        raise _bad_input(f"No rows to score; send at least one row with columns {names}")
+    rows = frame[names].to_dict("records")
+    return [{f.name: _check_value(f, row[f.name], i) for f in inputs} for i, row in enumerate(rows)]
+
+
+def _output_value(value):
+    """Outputs as plain JSON-able values (a Pydantic or custom object becomes its string form)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+class DSPyProgramModel(mlflow.pyfunc.PythonModel):
+    """Rebuilds the LM and program from `spec.json` at load time; holds no state when pickled."""
+
+    def load_context(self, context) -> None:
+        spec = json.loads(Path(context.artifacts["spec"]).read_text())
+        if LORA_ARTIFACT in context.artifacts:  # the fine-tuned weights, wherever MLflow put them
+            spec["lm"]["lora_path"] = context.artifacts[LORA_ARTIFACT]
+        self.spec = spec
+        self.contract = Contract.from_dict(spec["contract"])
+        self.lm = instantiate(spec["lm"])
+        self.adapter = instantiate(spec["adapter"]) if spec.get("adapter") else None
+        self.program = instantiate(spec["program"], _convert_="all")
+        self.program.load(context.artifacts["program"])
+        self.num_threads = int(spec.get("num_threads", 1))
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if isinstance(model_input, dict):
+            model_input = pd.DataFrame(model_input)
+        elif not isinstance(model_input, pd.DataFrame):
+            names = self.contract.input_names
+            raise _bad_input(f"Expected a table with columns {names}, got {type(model_input).__name__}")
+        rows = validate_rows(model_input, self.contract.inputs)
+        with dspy.context(lm=self.lm, adapter=self.adapter):
+            if self.num_threads > 1 and len(rows) > 1:
+                examples = [dspy.Example(**row).with_inputs(*row) for row in rows]
+                predictions = self.program.batch(examples, num_threads=self.num_threads, disable_progress_bar=True)
+            else:
+                predictions = [self.program(**row) for row in rows]
+        outputs = self.contract.output_names
+        return pd.DataFrame([{f: _output_value(getattr(p, f, None)) for f in outputs} for p in predictions])
+
+
+def project_requirements() -> list[str]:
+    """The installed project's own pinned dependencies: what a serving environment needs."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        reqs = requires("dspy-mlflow-pipelines") or []
+    except PackageNotFoundError:
+        return ["mlflow", "dspy", "pandas", "hydra-core", "llama-cpp-python"]
+    return [r for r in reqs if "extra ==" not in r]
+
+
+def build_spec(
+    *,
+    program_config: dict[str, Any],
+    contract: Contract,
+    lm_config: dict[str, Any],
+    adapter_config: dict[str, Any] | None,
+    task_config: dict[str, Any],
+    num_threads: int = 1,
+) -> dict[str, Any]:
+    """What the model stores to rebuild itself: plain, secret-free config (the task's settings travel too,
+    so `evaluate` and `register` can score it on the same data it was chosen on)."""
+    return redact(
+        {
+            "program": program_config,
+            "contract": contract.to_dict(),
+            "adapter": adapter_config,
+            "lm": lm_config,
+            "task": task_config,
+            "num_threads": num_threads,
+        }
+    )
+
+
+def user_code_paths(program: dspy.Module) -> list[str]:
+    """Source of the program's own classes that is not ours or DSPy's: the top-level package (or module)
+    of each, so the model loads where the user's package is not installed."""
+    import importlib
+    import sys
+
+    modules = {type(program).__module__} | {type(m).__module__ for _, m in program.named_sub_modules()}
+    paths = []
+    for name in sorted(modules):
+        top = name.split(".")[0]
+        if top in _NOT_USER_CODE or top in sys.stdlib_module_names:
+            continue
+        module = importlib.import_module(top)
+        file = getattr(module, "__file__", None)
+        if file is None:
+            continue
+        path = Path(file).parent if Path(file).name == "__init__.py" else Path(file)
+        if str(path) not in paths:
+            paths.append(str(path))
+    return paths
+
+
+def finetuned_lm(program: dspy.Module) -> dspy.LM | None:
+    """The fine-tuned LM the program's predictors carry (BetterTogether/BootstrapFinetune set it), if any."""
+    from pipelines.lm.llama_engine import adapter_digest
+
+    lms = {p.lm.model: p.lm for _, p in program.named_predictors() if p.lm is not None}
+    # Ours: `local/<model>:ft-<digest>`; OpenAI's: `openai/ft:<base>:<org>::<id>`.
+    tuned = {m: lm for m, lm in lms.items() if adapter_digest(m) or m.split("/")[-1].startswith("ft:")}
+    if len(tuned) > 1:
+        raise ValueError(
+            f"The program's predictors use {len(tuned)} different fine-tuned models ({sorted(tuned)}); "
+            "one model per program is supported (BootstrapFinetune's default multitask=True gives one)"
+        )
+    return next(iter(tuned.values()), None)
+
+
+def attach_finetuned_weights(spec: dict[str, Any], program: dspy.Module) -> dict[str, str]:
+    """Point `spec` at the program's fine-tuned model; returns extra model artifacts (the LoRA adapter)."""
+    lm = finetuned_lm(program)
+    if lm is None:
+        return {}
+    spec["finetuned_model"] = lm.model
+    adapter_path = getattr(lm.provider, "adapter_path", None)  # ours: the LoRA file behind the id
+    if adapter_path is not None and (path := adapter_path(lm.model)):
+        return {LORA_ARTIFACT: path}
+    spec["lm"]["model"] = lm.model  # a provider-hosted fine-tune is addressed by its id
+    return {}
+
+
+def log_program_model(
+    program: dspy.Module, spec: dict[str, Any], input_example: pd.DataFrame | None = None, name: str = "model"
+) -> str:
+    """Log `program` as a pyfunc model in the active run; returns the model URI.
+
+    Its signature is the task's contract: the program's top-level inputs and all of its outputs, typed
+    (an intermediate field of a multi-stage program is neither)."""
+    signature = Contract.from_dict(spec["contract"]).mlflow_signature()
+    spec = json.loads(json.dumps(spec))  # ours to change
+    extra_artifacts = attach_finetuned_weights(spec, program)
+    with tempfile.TemporaryDirectory() as tmp:
+        program_path = Path(tmp) / PROGRAM_FILE
+        spec_path = Path(tmp) / SPEC_FILE
+        # The LM is rebuilt from spec.json at load time; a per-predictor LM (BetterTogether sets one)
+        # must not be pickled or dumped into program.json, keys and all.
+        program = program.deepcopy()
+        for _, predictor in program.named_predictors():
+            predictor.lm = None
+        program.save(str(program_path))
+        spec_path.write_text(json.dumps(spec, indent=2))
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            artifacts={"program": str(program_path), "spec": str(spec_path), **extra_artifacts},
+            code_paths=[str(PROJECT_ROOT / "pipelines"), *user_code_paths(program)],
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=project_requirements(),
+        )
+    return info.model_uri
