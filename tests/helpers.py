@@ -36,16 +36,16 @@ def wait_for_ping(url: str, proc, timeout: float = 180.0) -> None:
 
 
 @contextmanager
-def serving_champion(tracking_uri: str) -> Iterator[str]:
+def serving_champion(tracking_uri: str, overrides=(), env: dict | None = None) -> Iterator[str]:
     """`python -m pipelines.serve` (models:/NAME@champion) on a free port; yields its URL, stops it after."""
     from pipelines.config import PROJECT_ROOT
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.serve", f"port={port}", f"tracking.uri={tracking_uri}"],
+        [sys.executable, "-m", "pipelines.serve", f"port={port}", f"tracking.uri={tracking_uri}", *overrides],
         cwd=PROJECT_ROOT,
-        env=os.environ | {"MLFLOW_TRACKING_URI": str(tracking_uri)},
+        env=(os.environ if env is None else env) | {"MLFLOW_TRACKING_URI": str(tracking_uri)},
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

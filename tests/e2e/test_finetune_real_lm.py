@@ -15,8 +15,7 @@ import requests
 from mlflow import MlflowClient
 
 from pipelines.lm import local_lm
-
-from .helpers import serving_champion, smollm2_path
+from tests.helpers import serving_champion, smollm2_path
 
 pytestmark = pytest.mark.slow
 
@@ -101,8 +100,7 @@ def test_the_adapted_model_loads_in_llama_cpp_and_answers(tuned):
 def bettertogether_run(tmp_path_factory):
     from pipelines.optimize import optimize
     from pipelines.register import register
-
-    from .conftest import compose_cfg, reset_mlflow_state
+    from tests.conftest import compose_cfg, reset_mlflow_state
 
     reset_mlflow_state()
     tmp = tmp_path_factory.mktemp("bt")
@@ -119,6 +117,7 @@ def bettertogether_run(tmp_path_factory):
         "lm.finetune.epochs=2",
         "task.data.labels=[lost_luggage,cancel_booking]",  # 2 labels: a 135M model gets some right to train on
         "task.data.train_size=8",
+        "task.data.val_size=2",
         "task.data.dev_size=6",
         "task.data.test_size=6",
     ]

@@ -12,8 +12,7 @@ import requests
 from mlflow import MlflowClient
 
 from pipelines.main import run_main
-
-from .helpers import serving_champion
+from tests.helpers import serving_champion
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +30,7 @@ LABELS = {
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from .conftest import compose_cfg, reset_mlflow_state
+    from tests.conftest import compose_cfg, reset_mlflow_state
 
     reset_mlflow_state()
     tmp = tmp_path_factory.mktemp("e2e")
@@ -42,6 +41,7 @@ def trained(tmp_path_factory):
             "optimizer=labeled_fewshot",
             "optimizer.compiler.k=4",
             "task.data.train_size=8",
+            "task.data.val_size=2",
             "task.data.dev_size=6",
             "task.data.test_size=6",
         ],
@@ -63,9 +63,10 @@ def test_scores_runs_and_traces_are_logged(trained):
     assert train_metrics["dev_lm_calls"] > 0 and train_metrics["dev_input_tokens"] > 0
     assert train_metrics["dev_cost_usd"] == 0.0
     assert "test_score" in client.get_run(test_res.run_id).data.metrics
-    assert set(test_res.outcome.table["predicted"]) <= LABELS
+    assert set(test_res.outcome.table["predicted.label"]) <= LABELS
     # Each evaluation example left a trace with the metric attached as an assessment.
-    traces = mlflow.search_traces(run_id=test_res.run_id, return_type="list")
+    experiment = client.get_run(test_res.run_id).info.experiment_id
+    traces = mlflow.search_traces(locations=[experiment], run_id=test_res.run_id, return_type="list")
     assert len(traces) >= len(test_res.outcome.table)
     names = {a.name for t in traces for a in t.info.assessments}
     assert "exact_match" in names

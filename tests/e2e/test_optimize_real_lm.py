@@ -19,6 +19,7 @@ def test_miprov2_light_real_lm(make_cfg):
             "optimizer.compiler.auto=light",
             "optimizer.compile_args.minibatch_size=8",
             "task.data.train_size=8",
+            "task.data.val_size=8",
             "task.data.dev_size=8",
             "task.data.test_size=8",
             "report_splits=[test]",
