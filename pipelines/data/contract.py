@@ -103,8 +103,9 @@ class Contract:
 
     @property
     def label_fields(self) -> list[str]:
-        """Fields of type `label` (inputs or outputs): their label sets come from the data when not given."""
-        return [f.name for f in [*self.inputs, *self.outputs] if f.type == "label"]
+        """Fields of type `label`, outputs first (the first one stratifies the splits): their label sets come
+        from the data when not given."""
+        return [f.name for f in [*self.outputs, *self.inputs] if f.type == "label"]
 
     def field(self, name: str) -> Field:
         for f in [*self.inputs, *self.outputs]:

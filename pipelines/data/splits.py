@@ -78,10 +78,14 @@ class Splits:
         """Log each split as a dataset input; returns {split: digest} (also tagged on the run)."""
         import mlflow
 
+        import warnings
+
         digests = {}
         for split in self.frames:
             dataset = self.mlflow_dataset(split)
-            mlflow.log_input(dataset, context=split)
+            with warnings.catch_warnings():  # `row_id` is an int column: MLflow hints about missing values
+                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+                mlflow.log_input(dataset, context=split)
             digests[split] = dataset.digest
         mlflow.log_dict({s: f[ROW_ID].tolist() for s, f in self.frames.items()}, "data/splits.json")
         mlflow.set_tags({f"data.digest.{s}": d for s, d in digests.items()} | {"data.source": self.source})

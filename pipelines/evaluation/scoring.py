@@ -82,13 +82,16 @@ class EvalOutcome:
 
 def classification_metrics(table: pd.DataFrame, name: str, labels: list[str], prefix: str) -> dict[str, float]:
     """Macro F1 of one label field (with a bootstrap interval) and accuracy per class."""
-    codes = {label: i for i, label in enumerate(labels)}
+    def norm(value) -> str:  # as the shipped metrics compare: case and surrounding space ignored
+        return str(value).strip().lower()
+
+    codes = {norm(label): i for i, label in enumerate(labels)}
     wrong = len(labels)  # any answer outside the label set
-    expected = np.array([codes.get(str(v), wrong) for v in table[expected_col(name)]])
-    predicted = np.array([codes.get(str(v), wrong) for v in table[predicted_col(name)].fillna("")])
+    expected = np.array([codes.get(norm(v), wrong) for v in table[expected_col(name)]])
+    predicted = np.array([codes.get(norm(v), wrong) for v in table[predicted_col(name)].fillna("")])
     f1, low, high = statistic_ci(functools.partial(macro_f1, n_classes=len(labels)), expected, predicted)
     out = {f"{prefix}_macro_f1": f1, f"{prefix}_macro_f1_ci95_low": low, f"{prefix}_macro_f1_ci95_high": high}
-    for label, code in codes.items():
+    for label, code in zip(labels, range(len(labels)), strict=True):
         mask = expected == code
         if mask.any():
             out[f"{prefix}_class_accuracy.{label}"] = float((predicted[mask] == code).mean())
