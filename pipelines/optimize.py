@@ -44,18 +44,19 @@ class OptimizeResult:
 
     @property
     def selection_score(self) -> float:
-        return self.scores.get(SELECTION_SPLIT, next(iter(self.scores.values()), float("nan")))
+        # NaN, never another split, when dev was not scored: a sweeper must not select on test.
+        return self.scores.get(SELECTION_SPLIT, float("nan"))
 
 
 def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "optimize") -> OptimizeResult:
     """The entry function: config in, objects built once, the pipeline run and its model logged."""
     session = session or Session.start(cfg)
     spec = build_optimizer(cfg.optimizer, session.lm, session.prompt_lm)
-    check_finetuning(spec, session.lm)  # before any data or LM call: nothing is spent on a run that cannot finish
     budget = Budget(**to_container(cfg.budget))
     settings = EvalSettings(num_threads=cfg.eval.num_threads, display_progress=cfg.eval.display_progress)
     run_name = cfg.run_name or f"{entry}-{spec.name}-{cfg.task.name}"
     with tracked_run(cfg, entry, run_name=run_name) as run:
+        check_finetuning(spec, session.lm)  # before any data or LM call: the run FAILS with the reason, nothing spent
         task = Task.from_config(cfg.task)
         task.splits.log_to_mlflow()
         program, program_config = build_program(cfg.program, task.contract)

@@ -7,6 +7,8 @@ assemble the 491 MB embedded model); provider LMs are instantiated with fake key
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from pathlib import Path
 from typing import get_args
 
@@ -18,15 +20,29 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from pipelines.config import CONF_DIR, PROJECT_ROOT, REDACTED, flatten, is_secret_key, redact, to_container
-from pipelines.data.splits import Splits
+from pipelines.data.contract import Contract
+from pipelines.data.splits import ROW_ID, SPLITS, Splits
+from pipelines.data.task import Task
+from pipelines.evaluation.metrics import WithFeedback, exact_match, numeric_match
 from pipelines.lm import MissingAPIKeyError, provider_lm
-from pipelines.evaluation.metrics import exact_match
-from pipelines.programs import Classifier, build_program
+from pipelines.optimizers.compile import OptimizerSpec, build_optimizer
+from pipelines.programs import DraftThenVerify, ExtractThenClassify, MathAgent, SingleStep, build_program
 
-ROOT_CONFIGS = ["train", "evaluate", "register", "serve", "main"]
+from .fakes import fake_lm
+
+ROOT_CONFIGS = ["train", "optimize", "evaluate", "register", "serve", "main"]
 GROUPS = ["lm", "task", "program", "optimizer", "tracking"]
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
 LABELS = ["book_flight", "cancel_booking", "check_in"]
+# The task each shipped program is built for (ExtractThenClassify needs a label output and a free one).
+PROGRAM_TASK = {"extract_then_classify": "travel_requests", "math_agent": "gsm8k"}
+PROGRAM_CLASS = {
+    "predict": SingleStep,
+    "chain_of_thought": SingleStep,
+    "draft_verify": DraftThenVerify,
+    "extract_then_classify": ExtractThenClassify,
+    "math_agent": MathAgent,
+}
 
 
 def options(group: str) -> list[str]:
@@ -34,9 +50,6 @@ def options(group: str) -> list[str]:
 
 
 GROUP_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
-EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")) or [
-    pytest.param(None, marks=pytest.mark.skip(reason="no presets in experiments/*.yaml yet"))
-]
 
 
 def resolved(cfg) -> dict:
@@ -47,6 +60,12 @@ def group_yaml(group: str, option: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
 
 
+def config_contract(cfg) -> Contract:
+    """The task's contract from the composed config alone (no data read): label sets left open."""
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    return Contract.from_config(task["inputs"], task["outputs"], task["instructions"])
+
+
 # -- root configs ---------------------------------------------------------------------------------
 
 
@@ -55,6 +74,8 @@ def test_every_group_has_options():
     for group in GROUPS:
         assert options(group), group
     assert "local" in options("lm") and "travel_intents" in options("task")
+    assert set(PROGRAM_CLASS) == set(options("program")), "a program option without a test expectation"
+    assert PRESET_CASES, "no presets in experiments/*.yaml"
 
 
 @pytest.mark.parametrize("config_name", ROOT_CONFIGS)
@@ -67,20 +88,34 @@ def test_root_config_composes_and_resolves(make_cfg, config_name):
     assert container["task"]["name"] == "travel_intents"
     assert container["task"]["data"]["path"] == str(PROJECT_ROOT / "data/travel_intents/intents.csv")
     assert Path(container["task"]["data"]["path"]).is_file()
-    assert container["program"]["instructions"] == container["task"]["instructions"]
+    # The task owns the contract; the program gets it (signature: null is filled by build_program).
+    assert container["task"]["inputs"] == {"text": {"type": "str", "desc": "the customer's message"}}
+    assert container["task"]["outputs"] == {"label": {"type": "label"}}
+    assert "target" not in container["task"]
+    assert container["program"]["_target_"] == "pipelines.programs.SingleStep"
+    assert container["program"]["signature"] is None
     assert container["registry"]["name"] == "travel_intents"
     assert container["tracking"]["uri"].startswith("sqlite:///")
     assert container["seed"] == container["task"]["data"]["seed"] == 0
+    # Four split roles, all sized (the fixture shrinks them).
+    assert all(container["task"]["data"][f"{split}_size"] == 16 for split in SPLITS)
 
 
 def test_root_config_specifics(make_cfg):
     train = resolved(make_cfg("train", fake=False))
     assert train["optimizer"]["name"] == "bootstrap"
     assert train["eval"]["split"] == "dev"
+    assert train["report_splits"] == ["dev"] and train["baseline"] is False
+
+    optimize = resolved(make_cfg("optimize", fake=False))
+    assert optimize["optimizer"]["name"] == "miprov2"
+    assert optimize["report_splits"] == ["dev", "test"] and optimize["baseline"] is True
+    assert optimize["tracking"]["autolog"]["log_compiles"] is True
 
     main = resolved(make_cfg("main", fake=False))
     assert main["optimizer"]["name"] == "bootstrap"
     assert main["test_split"] == "test" and main["force"] is False
+    assert main["report_splits"] == ["dev"] and main["baseline"] is False  # main trains with the train preset
 
     evaluate = resolved(make_cfg("evaluate", fake=False))
     assert evaluate["eval"]["split"] == "test" and evaluate["extra_metrics"] == {}
@@ -92,6 +127,29 @@ def test_root_config_specifics(make_cfg):
     assert serve["model_uri"] == "models:/travel_intents@champion"
     serve = resolved(make_cfg("serve", ["alias=challenger", "task=banking77"], fake=False))
     assert serve["model_uri"] == "models:/banking77@challenger"
+
+
+def test_train_is_a_preset_of_optimize(make_cfg):
+    """Same keys, same pipeline: train differs from optimize only in its preset values."""
+    train = resolved(make_cfg("train", fake=False))
+    optimize = resolved(make_cfg("optimize", fake=False))
+    outside_optimizer = lambda c: {k for k in flatten(c) if not k.startswith("optimizer.")}  # noqa: E731
+    assert outside_optimizer(train) == outside_optimizer(optimize)
+    assert (train["report_splits"], train["baseline"]) == (["dev"], False)
+    assert "test" not in train["report_splits"]  # train never looks at the held-out split
+    # Setting the preset's values by hand gives optimize's config exactly.
+    as_optimize = make_cfg(
+        "train",
+        [
+            "optimizer=miprov2",
+            "report_splits=[dev,test]",
+            "baseline=true",
+            "tracking.autolog.log_compiles=true",
+            "tracking.autolog.log_evals=true",
+        ],
+        fake=False,
+    )
+    assert resolved(as_optimize) == optimize
 
 
 def test_default_tracking_uri_is_the_project_store_unless_the_environment_says_otherwise(monkeypatch):
@@ -126,35 +184,63 @@ def test_group_option_composes_and_resolves(make_cfg, group, option):
 
 
 @pytest.mark.parametrize("task", options("task"))
-def test_every_task_data_instantiates(make_cfg, task):
+def test_every_task_composes_with_its_data(make_cfg, task):
+    """`Task.from_config` on each shipped task at its own split sizes: contract, four splits, metric."""
     sizes = group_yaml("task", task).get("data", {})
-    overrides = [f"task={task}"] + [
-        f"task.data.{k}={sizes[k]}" for k in ("train_size", "dev_size", "test_size") if k in sizes
-    ]
+    overrides = [f"task={task}"] + [f"task.data.{s}_size={sizes[f'{s}_size']}" for s in SPLITS if f"{s}_size" in sizes]
     cfg = make_cfg("train", overrides, fake=False)
     path = Path(resolved(cfg)["task"]["data"]["path"])
     if not path.is_file():
         pytest.skip(f"dataset for task={task} not present on this machine: {path}")
-    splits = instantiate(cfg.task.data)
-    assert isinstance(splits, Splits)
-    assert splits.name == task
-    if cfg.task.data.get("classification") is False:  # free-text answers (GSM8K)
-        assert splits.labels is None and splits.target in splits.frames["train"]
-        return
-    expected_labels = cfg.task.data.labels
-    if expected_labels is not None:
-        assert splits.labels == sorted(str(label).lower() for label in expected_labels)
-    assert len(splits.labels) >= 2
-    for split in ("train", "dev", "test"):
+    task_obj = Task.from_config(cfg.task)
+    contract, splits = task_obj.contract, task_obj.splits
+    assert task_obj.name == splits.name == task
+    assert isinstance(splits, Splits) and splits.source == str(path.resolve())
+    assert contract.input_names == list(cfg.task.inputs) and contract.output_names == list(cfg.task.outputs)
+    assert contract.instructions == cfg.task.instructions
+    assert callable(task_obj.metric) and task_obj.metric.__name__ == cfg.task.metric._target_.rsplit(".", 1)[-1]
+
+    # Four disjoint splits at the configured sizes, each row keeping its source row number.
+    assert list(splits.frames) == list(SPLITS)
+    seen: set[int] = set()
+    for split in SPLITS:
+        frame = splits.frame(split)
         size = cfg.task.data[f"{split}_size"]
         if size is not None:
-            assert len(splits.frames[split]) == size
-        assert set(splits.frames[split]["label"]) <= set(splits.labels)
+            assert len(frame) == size, split
+        ids = set(splits.ids(split))
+        assert len(ids) == len(frame) and not ids & seen, f"{split} overlaps an earlier split"
+        seen |= ids
+        assert list(frame.columns) == [ROW_ID, *contract.input_names, *contract.output_names]
+
+    example = task_obj.examples("train")[0]
+    assert set(example.inputs().keys()) == set(contract.input_names)
+    assert set(example.labels().keys()) == set(contract.output_names)
+    # The metric scores a perfect prediction 1 (feedback metric: the same score, with text).
+    perfect = dspy.Prediction(**{f: example[f] for f in contract.output_names})
+    assert task_obj.metric(example, perfect) == 1.0
+    feedback = instantiate(cfg.task.feedback_metric)(example, perfect)
+    assert feedback.score == 1.0 and feedback.feedback
+
+    if not contract.label_fields:  # free-text answers (GSM8K)
+        assert splits.labels == {} and task_obj.output_label_sets == {}
+        return
+    # Label outputs become Literals over the labels found in the data (or listed in the config).
+    for name in contract.label_fields:
+        labels = splits.labels[name]
+        assert len(labels) >= 2
+        assert list(contract.field(name).labels) == labels
+        assert get_args(contract.field(name).annotation()) == tuple(labels)
+        for split in SPLITS:
+            assert set(splits.frame(split)[name]) <= set(labels)
+    expected_labels = cfg.task.data.labels
+    stratify = contract.label_fields[0]
+    if expected_labels is not None:
+        assert splits.labels[stratify] == sorted(str(label).lower() for label in expected_labels)
     # Stratified: a train split at least as big as the label set covers every label.
-    if len(splits.frames["train"]) >= len(splits.labels):
-        assert set(splits.frames["train"]["label"]) == set(splits.labels)
-    example = splits.train[0]
-    assert set(example.inputs().keys()) == {"text"} and example.label in splits.labels
+    train_labels = splits.frame("train")[stratify]
+    if len(train_labels) >= len(splits.labels[stratify]):
+        assert set(train_labels) == set(splits.labels[stratify])
 
 
 def test_banking77_reads_the_shared_dataset_subset(make_cfg):
@@ -164,61 +250,124 @@ def test_banking77_reads_the_shared_dataset_subset(make_cfg):
     assert cfg.task.data.columns == {"text": "text", "label": "category"}
     assert len(cfg.task.data.labels) == 10
     assert cfg.task.metric._target_ == "pipelines.evaluation.metrics.exact_match"  # inherited from travel_intents
+    # The contract is inherited from travel_intents too.
+    assert resolved(cfg)["task"]["inputs"] == group_yaml("task", "travel_intents")["inputs"]
+    assert resolved(cfg)["task"]["outputs"] == {"label": {"type": "label"}}
+
+
+def test_gsm8k_reads_the_shared_dataset_and_scores_numbers(make_cfg):
+    cfg = make_cfg("train", ["task=gsm8k"], fake=False)
+    container = resolved(cfg)
+    path = Path(container["task"]["data"]["path"])
+    assert path == (PROJECT_ROOT / ".." / "shared/datasets/gsm8k/train.jsonl")
+    assert list(container["task"]["inputs"]) == ["question"] and list(container["task"]["outputs"]) == ["answer"]
+    assert container["task"]["metric"]["_target_"] == "pipelines.evaluation.metrics.numeric_match"
+    if not path.is_file():
+        pytest.skip(f"GSM8K not present on this machine: {path}")
+    task = Task.from_config(cfg.task)
+    example = task.examples("dev")[0]
+    assert "####" in example.answer  # the gold answer keeps its worked solution; the metric reads the number
+    number = example.answer.split("####")[-1].strip()
+    assert task.metric(example, dspy.Prediction(answer=number)) == 1.0
+    assert task.metric(example, dspy.Prediction(answer="-123456789")) == 0.0
 
 
 @pytest.mark.parametrize("program", options("program"))
 def test_every_program_instantiates(make_cfg, program):
-    cfg = make_cfg("train", [f"program={program}"], fake=False)
-    if not cfg.program._target_.endswith("Classifier"):
-        module = build_program(cfg.program, None)
-        assert module.predictors() and module.predictors()[0].signature.instructions == cfg.task.instructions
-        return
-    module = build_program(cfg.program, LABELS)
-    assert isinstance(module, Classifier)
-    assert module.labels == LABELS
-    (predictor,) = module.predictors()
-    signature = predictor.signature
-    assert signature.instructions == cfg.task.instructions
-    assert set(get_args(signature.output_fields["label"].annotation)) == set(LABELS)
-    if cfg.program.reasoning:
-        assert isinstance(module.predict, dspy.ChainOfThought)
-    else:
-        assert type(module.predict) is dspy.Predict
+    task = PROGRAM_TASK.get(program, "travel_intents")
+    cfg = make_cfg("train", [f"program={program}", f"task={task}"], fake=False)
+    contract = config_contract(cfg)
+    if "label" in contract.output_names:
+        contract = contract.with_labels({"label": LABELS})
+    module, program_config = build_program(cfg.program, contract)
+    assert isinstance(module, PROGRAM_CLASS[program])
+    # The resolved config carries the contract: what the logged model rebuilds the program from.
+    assert program_config["signature"] == contract.to_dict()
+    assert program_config["_target_"] == cfg.program._target_
+    rebuilt = instantiate(program_config, _convert_="all")
+    assert [n for n, _ in rebuilt.named_predictors()] == [n for n, _ in module.named_predictors()]
+    predictors = module.predictors()
+    assert predictors
+    # Every predictor works on the task's fields and keeps the task's instructions.
+    for predictor in predictors:
+        assert contract.instructions in predictor.signature.instructions
+    # Between them the predictors write every task output (a multi-stage program splits them up).
+    written = {name for predictor in predictors for name in predictor.signature.output_fields}
+    assert set(contract.output_names) <= written
+    if program in ("predict", "chain_of_thought"):
+        (predictor,) = predictors
+        signature = predictor.signature
+        assert signature.instructions == cfg.task.instructions
+        assert set(signature.input_fields) == {"text"}
+        assert set(get_args(signature.output_fields["label"].annotation)) == set(LABELS)
+        if cfg.program.reasoning:
+            assert isinstance(module.predict, dspy.ChainOfThought)
+        else:
+            assert type(module.predict) is dspy.Predict
 
 
-def _build(cfg):
+def _build(cfg, prompt_lm=None) -> tuple[OptimizerSpec, dspy.LM]:
     """The optimiser exactly as `optimize`/`train` build it (with the fake LM as task LM)."""
-    from pipelines.optimizers.compile import build_optimizer
-    from pipelines.session import Session
-
-    from .fakes import fake_lm
-
     lm = fake_lm()
     with dspy.context(lm=lm):
-        return build_optimizer(cfg, Session(lm=lm, adapter=None)), lm
+        return build_optimizer(cfg.optimizer, lm, prompt_lm), lm
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))
-def test_every_optimizer_compiler_instantiates(make_cfg, optimizer):
+def test_every_optimizer_builds(make_cfg, optimizer):
     cfg = make_cfg("train", [f"optimizer={optimizer}"], fake=False)
     assert cfg.optimizer.name == optimizer
     assert isinstance(resolved(cfg)["optimizer"].get("compile_args", {}), dict)
+    spec, lm = _build(cfg)
+    assert isinstance(spec, OptimizerSpec)
+    assert spec.name == optimizer
+    assert spec.uses_valset is cfg.optimizer.uses_valset
+    assert spec.compile_args == resolved(cfg)["optimizer"]["compile_args"]
     compiler_cfg = cfg.optimizer.compiler
     if compiler_cfg is None:
-        assert _build(cfg)[0] is None
+        assert spec.optimizer is None
         return
-    compiler, lm = _build(cfg)
+    compiler = spec.optimizer
     target = compiler_cfg._target_
     assert f"{type(compiler).__module__}.{type(compiler).__name__}".endswith(target.rsplit(".", 1)[-1])
     assert isinstance(compiler, dspy.teleprompt.Teleprompter)
     if "metric" in compiler_cfg and hasattr(compiler, "metric"):  # GEPA keeps its own as metric_fn
         # The metric comes from the config, named so MLflow can label trace assessments with it.
-        assert compiler.metric.__name__ in ("exact_match", "exact_match_with_feedback")
-        assert isinstance(compiler.metric, functools.partial)
+        assert compiler.metric.__name__ == "exact_match"
+        assert isinstance(compiler.metric, functools.partial) and compiler.metric.func is exact_match
     if cfg.optimizer.get("prompt_lm_arg"):
-        # With prompt_lm null, the proposer/reflection LM is the task LM itself.
+        # With prompt_lm null, the proposer/reflection LM is the task LM itself...
         arg = cfg.optimizer.prompt_lm_arg
         assert getattr(compiler, arg) is lm
+        # ...and a separate prompt_lm goes under the argument name that optimiser takes.
+        other = fake_lm()
+        assert getattr(_build(cfg, prompt_lm=other)[0].optimizer, arg) is other
+    if cfg.optimizer.get("finetune_step"):
+        assert spec.finetune_step in spec.strategy_steps and spec.set_student_lm
+
+
+def test_gepa_metric_is_the_tasks_feedback_metric(make_cfg):
+    cfg = make_cfg("train", ["optimizer=gepa"], fake=False)
+    assert resolved(cfg)["optimizer"]["compiler"]["metric"] == resolved(cfg)["task"]["feedback_metric"]
+    gepa = _build(cfg)[0].optimizer
+    metric = gepa.metric_fn
+    assert isinstance(metric, WithFeedback) and metric.__name__ == "exact_match"
+    assert isinstance(metric.metric, functools.partial) and metric.metric.func is exact_match
+    gold = dspy.Example(text="my bag is lost", label="lost_luggage").with_inputs("text")
+    # GEPA calls it with five arguments, DSPy's evaluators with three: both give a score and feedback.
+    wrong = metric(gold, dspy.Prediction(label="book_flight"), None, "predict", None)
+    assert wrong.score == 0.0
+    assert "label" in wrong.feedback and "book_flight" in wrong.feedback and "lost_luggage" in wrong.feedback
+    right = metric(gold, dspy.Prediction(label="lost_luggage"))
+    assert right.score == 1.0 and right.feedback
+
+    # Another task's metric is wrapped the same way (GSM8K: numeric match).
+    gsm8k = _build(make_cfg("train", ["optimizer=gepa", "task=gsm8k"], fake=False))[0].optimizer.metric_fn
+    assert isinstance(gsm8k, WithFeedback) and gsm8k.metric.func is numeric_match
+    question = dspy.Example(question="2+2?", answer="so #### 4").with_inputs("question")
+    assert gsm8k(question, dspy.Prediction(answer="4"), None, None, None).score == 1.0
+    # Other optimisers keep the plain task metric.
+    assert _build(make_cfg("train", ["optimizer=miprov2"], fake=False))[0].optimizer.metric.func is exact_match
 
 
 def test_optimizer_settings_reach_the_compiler(make_cfg):
@@ -228,6 +377,9 @@ def test_optimizer_settings_reach_the_compiler(make_cfg):
     assert (bootstrap.max_bootstrapped_demos, bootstrap.max_labeled_demos, bootstrap.max_rounds) == (4, 8, 1)
     fewshot = instantiate(make_cfg("train", ["optimizer=labeled_fewshot", "optimizer.compiler.k=3"]).optimizer.compiler)
     assert fewshot.k == 3
+    spec, _ = _build(make_cfg("optimize", ["optimizer=miprov2", "optimizer.compile_args.minibatch_size=7"]))
+    assert spec.compile_args == {"num_trials": None, "minibatch_size": 7}
+    assert spec.uses_valset is True
 
 
 # -- provider LMs and keys ------------------------------------------------------------------------
@@ -304,13 +456,45 @@ def test_bad_group_option_lists_the_available_ones(make_cfg, group):
     assert isinstance(info.value, HydraException)
 
 
+def test_bad_group_option_on_the_command_line_names_the_options():
+    """Through an entry point (our `hydra_main`), Hydra's message reaches the user and the exit code is non-zero."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.optimize", "optimizer=nope"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "Could not find 'optimizer/nope'" in proc.stderr
+    assert "Available options in 'optimizer'" in proc.stderr
+    for option in options("optimizer"):
+        assert option in proc.stderr
+
+
 def test_unknown_experiment_is_an_error(make_cfg):
     with pytest.raises(MissingConfigException, match="experiment/definitely_not_a_preset"):
         make_cfg("train", ["experiment=definitely_not_a_preset"], fake=False)
 
 
-@pytest.mark.parametrize("config_name", ["train", "main", "evaluate", "register"])
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def preset_optimizer(experiment: str) -> str | None:
+    preset = OmegaConf.to_container(OmegaConf.load(EXPERIMENTS_DIR / f"{experiment}.yaml"))
+    for entry in preset.get("defaults", []):
+        if isinstance(entry, dict):
+            for key, option in entry.items():
+                if key.removeprefix("override").strip().lstrip("/") == "optimizer":
+                    return option
+    return None
+
+
+PRESET_CASES = [
+    pytest.param(config_name, experiment, id=f"{experiment}-{config_name}")
+    for experiment in sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    for config_name in ["train", "optimize", "main", "evaluate", "register"]
+]
+
+
+@pytest.mark.parametrize(("config_name", "experiment"), PRESET_CASES)
 def test_experiment_preset_composes(make_cfg, config_name, experiment):
     cfg = make_cfg(config_name, [f"experiment={experiment}"], fake=False)
     container = resolved(cfg)
@@ -326,6 +510,9 @@ def test_experiment_preset_composes(make_cfg, config_name, experiment):
                 group = key.removeprefix("override").strip().lstrip("/")
                 if group in container and isinstance(container[group], dict) and "name" in container[group]:
                     assert container[group]["name"] == option, f"{group}={option}"
+                elif group == "program":  # programs have no name: compare with the option composed alone
+                    alone = resolved(make_cfg(config_name, [f"program={option}"], fake=False))
+                    assert container["program"] == alone["program"], f"program={option}"
     # ...and so did its values (except the sizes the test fixture shrinks on the command line).
     for key, value in flatten(preset).items():
         if not key.startswith("task.data.") or not key.endswith("_size"):
@@ -335,15 +522,19 @@ def test_experiment_preset_composes(make_cfg, config_name, experiment):
             assert node == value, key
 
     assert container["optimizer"]["name"] in options("optimizer")
-    if cfg.optimizer.compiler is not None:
-        assert _build(cfg)[0] is not None
-    build_program(cfg.program, LABELS if cfg.program._target_.endswith("Classifier") else None)
+    spec, _ = _build(cfg)
+    assert (spec.optimizer is None) == (cfg.optimizer.compiler is None)
+    program, _ = build_program(cfg.program, config_contract(cfg))
+    assert isinstance(program, dspy.Module) and program.predictors()
     if config_name == "train":
         path = Path(container["task"]["data"]["path"])
         if not path.is_file():
             pytest.skip(f"dataset of experiment={experiment} not present on this machine: {path}")
-        splits = instantiate(cfg.task.data)
-        assert len(splits.frames["train"]) == cfg.task.data.train_size
+        task = Task.from_config(cfg.task)
+        for split in SPLITS:
+            assert len(task.examples(split)) == cfg.task.data[f"{split}_size"], split
+        # The program built on the task's contract (label sets from the data) still builds.
+        build_program(cfg.program, task.contract)
 
 
 # -- redact / flatten -----------------------------------------------------------------------------

@@ -76,12 +76,14 @@ class Splits:
 
     def log_to_mlflow(self) -> dict[str, str]:
         """Log each split as a dataset input; returns {split: digest} (also tagged on the run)."""
-        import mlflow
-
         import warnings
+
+        import mlflow
 
         digests = {}
         for split in self.frames:
+            if self.frames[split].empty:  # an unused role (val_size=0): nothing to log, and MLflow cannot digest it
+                continue
             dataset = self.mlflow_dataset(split)
             with warnings.catch_warnings():  # `row_id` is an int column: MLflow hints about missing values
                 warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")

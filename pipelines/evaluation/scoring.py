@@ -82,6 +82,7 @@ class EvalOutcome:
 
 def classification_metrics(table: pd.DataFrame, name: str, labels: list[str], prefix: str) -> dict[str, float]:
     """Macro F1 of one label field (with a bootstrap interval) and accuracy per class."""
+
     def norm(value) -> str:  # as the shipped metrics compare: case and surrounding space ignored
         return str(value).strip().lower()
 

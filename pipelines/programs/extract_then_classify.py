@@ -9,7 +9,7 @@ task's labels). The result holds every task output. Both signatures come from th
     ['extract', 'classify']
     >>> with dspy.context(lm=lm):                                     # doctest: +SKIP
     ...     program(text="my bag never showed up in Lisbon")
-    Prediction(city='lisbon', intent='lost_luggage')
+    Prediction(intent='lost_luggage', city='lisbon')
 """
 
 from __future__ import annotations

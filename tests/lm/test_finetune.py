@@ -13,17 +13,17 @@ from dspy.lm15 import Config, Message, Request
 from mlflow import MlflowClient
 from omegaconf import open_dict
 
-from pipelines.optimizers.compile import FinetuningUnavailable, check_finetuning
 from pipelines.lm.finetune.chat_data import IGNORE_INDEX, encode_chat_rows
 from pipelines.lm.finetune.lora import LoRASettings
 from pipelines.lm.finetune.provider import LlamaCppLoRAProvider
 from pipelines.lm.llama_engine import LlamaCppEngine, adapter_digest
 from pipelines.optimize import optimize
+from pipelines.optimizers.compile import FinetuningUnavailable, build_optimizer, check_finetuning
 from pipelines.optimizers.stages import StageLog, stage_table
 
 from .test_lm_layer import FakeLlama
 
-TINY = ["task.data.train_size=8", "task.data.dev_size=8", "task.data.test_size=8"]
+TINY = ["task.data.train_size=8", "task.data.val_size=8", "task.data.dev_size=8", "task.data.test_size=8"]
 
 
 class CharTokenizer:
@@ -114,8 +114,23 @@ def test_missing_finetune_extra_stops_before_spending(make_cfg, monkeypatch):
     monkeypatch.setattr(provider_module, "require_finetune_deps", missing)
     cfg = make_cfg("optimize", ["optimizer=bettertogether", *TINY])
     lm = types.SimpleNamespace(model="local/m", provider=LlamaCppLoRAProvider(LlamaCppEngine("m.gguf")))
+    spec = build_optimizer(cfg.optimizer, lm)
     with pytest.raises(FinetuningUnavailable, match=r"Missing peft.*pip install -e '\.\[finetune\]'"):
-        check_finetuning(cfg, lm)
+        check_finetuning(spec, lm)
+    # A prompts-only strategy needs no fine-tuning: nothing to check.
+    spec.compile_args["strategy"] = "p"
+    check_finetuning(spec, lm)
+
+
+def test_a_weight_step_needs_a_provider_that_can_fine_tune(make_cfg):
+    cfg = make_cfg("optimize", ["optimizer=bettertogether", *TINY])
+    lm = types.SimpleNamespace(model="openai/served-model", provider=None)
+    spec = build_optimizer(cfg.optimizer, lm)
+    assert spec.finetune_step == "w" and spec.strategy_steps == ["p", "w", "p"]
+    with pytest.raises(FinetuningUnavailable, match=r"strategy 'p -> w -> p'.*'w'.*openai/served-model"):
+        check_finetuning(spec, lm)
+    # The check belongs to the spec: an optimiser without a weight step never asks.
+    check_finetuning(build_optimizer(make_cfg("optimize", ["optimizer=bootstrap"]).optimizer, lm), lm)
 
 
 def test_stage_table_and_swallowed_step_errors():
@@ -196,6 +211,26 @@ def test_a_program_on_a_provider_hosted_fine_tune_records_its_model_id():
     spec = {"lm": {"model": "openai/gpt-4o-mini"}}
     assert attach_finetuned_weights(spec, program) == {}  # no file to carry
     assert spec["lm"]["model"] == spec["finetuned_model"] == "openai/ft:gpt-4o-mini:org::abc"
+
+
+def test_a_program_on_a_local_fine_tune_carries_its_lora_file(tmp_path):
+    from pipelines.registry.model_format import LORA_ARTIFACT, attach_finetuned_weights
+
+    lora = tmp_path / "ab12.gguf"
+    lora.write_bytes(b"GGUF")
+    engine = LlamaCppEngine(str(tmp_path / "base.gguf"))
+    engine.register_adapter("ab12", str(lora))
+    program = dspy.Predict("text -> label")
+    program.lm = dspy.LM("local/m:ft-ab12", engine=engine, provider=LlamaCppLoRAProvider(engine), cache=False)
+    spec = {"lm": {"model": "qwen"}}
+    assert LORA_ARTIFACT == "lora_weights"
+    assert attach_finetuned_weights(spec, program) == {LORA_ARTIFACT: str(lora)}
+    # The base model stays what the spec names; the LoRA file is applied on it at load time.
+    assert spec["lm"]["model"] == "qwen" and spec["finetuned_model"] == "local/m:ft-ab12"
+    # A program on the base model carries nothing.
+    program.lm = dspy.LM("local/m", engine=engine, provider=LlamaCppLoRAProvider(engine), cache=False)
+    assert attach_finetuned_weights(plain := {"lm": {"model": "qwen"}}, program) == {}
+    assert "finetuned_model" not in plain
 
 
 def test_answer_only_logits_give_the_same_loss_as_full_logits():

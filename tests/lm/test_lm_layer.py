@@ -14,12 +14,12 @@ import dspy
 import pytest
 from dspy.lm15 import Config, Message, Request, TextPart
 
+from pipelines.evaluation.metrics import exact_match
 from pipelines.lm import LlamaCppEngine, ModelWeightsError, embedded_model_path, resolve_model_path
 from pipelines.lm import weights as weights_mod
 from pipelines.lm.llama_engine import _chat_messages, _llama_response_format
-from pipelines.lm.weights import QWEN_0_5B, EmbeddedModel, check_gguf
-from pipelines.evaluation.metrics import exact_match
 from pipelines.lm.usage import price_usd
+from pipelines.lm.weights import QWEN_0_5B, EmbeddedModel, check_gguf
 
 # -- check_gguf / resolve_model_path --------------------------------------------------------------
 
@@ -385,13 +385,13 @@ def test_engine_defaults_threads_to_the_cpu_count(tmp_path):
     ],
 )
 def test_exact_match(gold, predicted, score):
-    result = exact_match(dspy.Example(text="t", label=gold), dspy.Prediction(label=predicted))
+    result = exact_match(dspy.Example(text="t", label=gold).with_inputs("text"), dspy.Prediction(label=predicted))
     assert result == score
     assert isinstance(result, float)
 
 
 def test_exact_match_missing_prediction_or_field():
-    example = dspy.Example(text="t", label="a")
+    example = dspy.Example(text="t", label="a").with_inputs("text")
     assert exact_match(example, None) == 0.0
     assert exact_match(example, dspy.Prediction(other="a")) == 0.0
     assert exact_match(example, dspy.Prediction(label=None)) == 0.0
@@ -399,9 +399,14 @@ def test_exact_match_missing_prediction_or_field():
 
 
 def test_exact_match_other_field():
-    example = dspy.Example(text="t", intent="A")
-    assert exact_match(example, dspy.Prediction(intent="a"), field="intent") == 1.0
-    assert exact_match(example, dspy.Prediction(intent="b"), field="intent") == 0.0
+    # The compared fields are the example's outputs (whatever they are called), or those named.
+    example = dspy.Example(text="t", intent="A").with_inputs("text")
+    assert exact_match(example, dspy.Prediction(intent="a")) == 1.0
+    assert exact_match(example, dspy.Prediction(intent="b")) == 0.0
+    assert exact_match(example, dspy.Prediction(label="a")) == 0.0  # no field called `label` is assumed
+    two = dspy.Example(text="t", intent="A", city="rome").with_inputs("text")
+    assert exact_match(two, dspy.Prediction(intent="a", city="Paris"), fields=["intent"]) == 1.0
+    assert exact_match(two, dspy.Prediction(intent="a", city="Paris"), fields=["city"]) == 0.0
 
 
 def test_price_is_zero_for_local_models():

@@ -39,7 +39,7 @@ PROGRAMS = {  # experiment -> the stages (predictor name parts) its program has
 
 
 # BetterTogether's weight step trains on traces that pass the metric; the keyword fake never answers a math
-# question right, so it runs on the travel task here (and on the real model in tests/e2e).
+# question right, so it runs on the travel task here (tests/e2e/test_finetune_real_lm.py runs it for real).
 CASES = [(e, o) for e in PROGRAMS for o in OPTIMIZERS if not (e.startswith("gsm8k") and o == "bettertogether")]
 
 

@@ -1,18 +1,26 @@
-"""`optimize` with each optimiser config, budgets and sweeps, on tiny slices with the fake LM."""
+"""`optimize` (and `train`, its preset) with each optimiser, budgets and sweeps, on tiny slices with the fake LM."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 import subprocess
 import sys
 
+import dspy
+import mlflow
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from pipelines.config import PROJECT_ROOT
-from pipelines.optimize import optimize
+from pipelines.data.contract import Contract
+from pipelines.data.task import Task
+from pipelines.optimize import OptimizeResult, optimize
+from pipelines.train import train
 
-TINY = ["task.data.train_size=8", "task.data.dev_size=8", "task.data.test_size=8"]
+TINY = ["task.data.train_size=8", "task.data.val_size=8", "task.data.dev_size=8", "task.data.test_size=8"]
 # Each optimiser shrunk to a handful of steps; the configs themselves are the shipped ones.
 SHRINK = {
     "miprov2": [
@@ -29,6 +37,10 @@ SHRINK = {
 }
 
 
+def contract_of(cfg) -> Contract:
+    return Contract.from_config(cfg.task.inputs, cfg.task.outputs, cfg.task.instructions)
+
+
 @pytest.mark.parametrize("name", sorted(SHRINK))
 def test_each_optimizer_runs_end_to_end(make_cfg, name):
     cfg = make_cfg("optimize", [f"optimizer={name}", *TINY, *SHRINK[name]])
@@ -41,6 +53,9 @@ def test_each_optimizer_runs_end_to_end(make_cfg, name):
         assert 0.0 <= m[f"baseline_{split}_score"] <= 1.0
         assert 0.0 <= m[f"{split}_score"] <= 1.0
         assert m[f"{split}_gain"] == pytest.approx(m[f"{split}_score"] - m[f"baseline_{split}_score"])
+        assert result.scores[split] == pytest.approx(m[f"{split}_score"])
+        assert result.baseline[split] == pytest.approx(m[f"baseline_{split}_score"])
+    assert "val_score" not in m and "train_score" not in m  # the optimiser's own splits are never reported
     for stage in ("baseline", "compile", "evaluate"):
         assert m[f"{stage}_wall_s"] >= 0
     assert m["compile_cost_usd"] == 0.0
@@ -50,22 +65,122 @@ def test_each_optimizer_runs_end_to_end(make_cfg, name):
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "program")}
     assert artifacts == {"program/program.json", "program/program.md"}
     assert tags["model_uri"] == result.model_uri
+    assert mlflow.models.get_model_info(result.model_uri).signature == contract_of(cfg).mlflow_signature()
+
+
+def test_train_is_optimize_with_the_train_preset(make_cfg):
+    cfg = make_cfg("train", TINY)
+    result = train(cfg)
+    run = MlflowClient().get_run(result.run_id)
+    m, tags = run.data.metrics, run.data.tags
+    assert run.info.status == "FINISHED"
+    assert tags["entry_point"] == "train" and tags["optimizer"] == "bootstrap"
+    # No baseline stage, scored on dev only: the held-out test split is never looked at.
+    assert result.baseline == {} and set(result.scores) == {"dev"}
+    assert 0.0 <= m["dev_score"] <= 1.0 and result.selection_score == pytest.approx(m["dev_score"])
+    assert not {"baseline_dev_score", "baseline_wall_s", "dev_gain", "test_score", "baseline_test_score"} & set(m)
+    assert m["compile_wall_s"] >= 0 and m["evaluate_wall_s"] >= 0
+    assert m["compile_lm_calls"] > 0
+    assert tags["model_uri"] == result.model_uri
+
+
+@pytest.mark.parametrize(
+    ("task", "outputs"),
+    [("travel_intents", {"label": "string"}), ("travel_requests", {"intent": "string", "city": "string"})],
+)
+def test_the_model_signature_is_the_task_contract(make_cfg, task, outputs):
+    cfg = make_cfg("train", [f"task={task}", "optimizer=none", *TINY])
+    result = train(cfg)
+    signature = mlflow.models.get_model_info(result.model_uri).signature
+    assert {c.name: c.type.name for c in signature.inputs.inputs} == {"text": "string"}
+    assert {c.name: c.type.name for c in signature.outputs.inputs} == outputs
+    assert signature == contract_of(cfg).mlflow_signature()
+    # The stored contract carries the label sets found in the data; the model answers every output.
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    spec = model.unwrap_python_model().spec
+    labels = Task.from_config(cfg.task).output_label_sets
+    for name, field in spec["contract"]["outputs"].items():
+        assert field.get("labels") == labels.get(name), name
+    predictions = model.predict(pd.DataFrame({"text": ["my suitcase never arrived in Rome", "cancel my trip"]}))
+    assert list(predictions.columns) == list(outputs) and len(predictions) == 2
 
 
 def test_demos_change_the_fake_lms_answers():
     """Guards the fake itself: if demos stopped mattering, the optimiser tests would prove little."""
-    import dspy
+    from pipelines.programs import SingleStep
 
-    from pipelines.programs import Classifier
+    from ..fakes import fake_lm
 
-    from .fakes import fake_lm
-
-    clf = Classifier(labels=["book_flight", "flight_status"], instructions="Classify.")
+    contract = Contract.from_config(
+        {"text": {"type": "str"}}, {"label": {"type": "label", "labels": ["book_flight", "flight_status"]}}
+    )
+    step = SingleStep(contract.to_dict())
     query = "any news about the arrival time of QR 8 tonight"  # no keyword rule fires
     with dspy.context(lm=fake_lm(), adapter=dspy.JSONAdapter()):
-        assert clf(text=query).label == "book_flight"  # the default
-        clf.predict.demos = [dspy.Example(text="what is the arrival time of LX 318", label="flight_status")]
-        assert clf(text=query).label == "flight_status"  # the nearest demo's label
+        assert step(text=query).label == "book_flight"  # the default
+        step.predict.demos = [dspy.Example(text="what is the arrival time of LX 318", label="flight_status")]
+        assert step(text=query).label == "flight_status"  # the nearest demo's label
+
+
+class RecordingOptimizer(dspy.teleprompt.Teleprompter):
+    """A tiny optimiser for `optimizer.compiler._target_`: records what `compile` receives, returns the student."""
+
+    calls: list[dict] = []
+
+    def __init__(self, **settings):
+        super().__init__()
+        self.settings = settings
+
+    def compile(self, student, *, trainset, teacher=None, valset=None, **kwargs):
+        RecordingOptimizer.calls.append({"trainset": trainset, "valset": valset, **kwargs})
+        return student
+
+
+@pytest.mark.parametrize(("name", "gets_valset"), [("bootstrap_rs", True), ("bootstrap", False)])
+def test_the_optimizer_trains_on_train_and_selects_on_val_never_dev(make_cfg, monkeypatch, name, gets_valset):
+    monkeypatch.setattr(RecordingOptimizer, "calls", [])
+    target = f"{__name__}.RecordingOptimizer"
+    cfg = make_cfg("optimize", [f"optimizer={name}", f"optimizer.compiler._target_={target}", *TINY])
+    result = optimize(cfg)
+    assert MlflowClient().get_run(result.run_id).info.status == "FINISHED"
+
+    (call,) = RecordingOptimizer.calls
+    task = Task.from_config(cfg.task)
+    rows = lambda examples: [e.toDict() for e in examples]  # noqa: E731
+    assert rows(call["trainset"]) == rows(task.examples("train"))
+    if gets_valset:  # `uses_valset: true`: the val split, and only it
+        assert rows(call["valset"]) == rows(task.examples("val"))
+    else:
+        assert call["valset"] is None
+    # Neither the gate's evidence (dev) nor the held-out split (test) reaches the optimiser.
+    given = {e.text for e in [*call["trainset"], *(call["valset"] or [])]}
+    for split in ("dev", "test"):
+        assert not given & {e.text for e in task.examples(split)}, split
+
+
+def test_optimize_main_returns_the_dev_score_not_test(make_cfg):
+    """What a sweeper (e.g. Optuna) maximises is `main`'s return: the dev score, never test."""
+    from pipelines import optimize as optimize_module
+
+    hydra_task = inspect.getclosurevars(optimize_module.main).nonlocals["wrapped"]
+    sizes = ["task.data.train_size=8", "task.data.val_size=8", "task.data.dev_size=8", "task.data.test_size=24"]
+    cfg = make_cfg("optimize", ["optimizer=none", *sizes])
+    returned = hydra_task(cfg)  # Hydra's main with a config passed through: the task function's return
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    m = run.data.metrics
+    assert m["dev_score"] != m["test_score"], "the splits score alike here: the test could not tell them apart"
+    assert returned == pytest.approx(m["dev_score"])
+
+
+def test_selection_score_is_the_dev_score_whatever_the_order():
+    result = OptimizeResult("r", "runs:/r/model", scores={"test": 0.9, "dev": 0.4}, baseline={"test": 0.1})
+    assert result.selection_score == 0.4
+
+
+def test_selection_score_never_falls_back_to_test():
+    result = OptimizeResult("r", "runs:/r/model", scores={"test": 0.9})
+    assert math.isnan(result.selection_score)
 
 
 def test_budget_stops_cleanly_with_best_so_far(make_cfg):
@@ -80,6 +195,7 @@ def test_budget_stops_cleanly_with_best_so_far(make_cfg):
     assert run.data.tags["stopped_by_budget"].startswith("max_lm_calls=20")
     assert run.data.metrics["compile_lm_calls"] == 20  # checked before each call: never one past
     assert "test_score" in run.data.metrics  # the kept program was still evaluated and logged
+    assert "dev_score" in run.data.metrics and result.selection_score == run.data.metrics["dev_score"]
 
 
 def test_sweep_makes_one_parent_with_children_and_comparison(tmp_path):
@@ -97,12 +213,8 @@ def test_sweep_makes_one_parent_with_children_and_comparison(tmp_path):
         f"hydra.sweep.dir={tmp_path}/multirun",
         "tracking.experiment=sweep-test",
         "eval.display_progress=false",
-        "optimizer.compiler.num_candidate_programs=2",
         *TINY,
     ]
-    # num_candidate_programs only exists in bootstrap_rs: `+` would add it to labeled_fewshot too, so
-    # give each job its own value through the sweep instead.
-    cmd = [c for c in cmd if not c.startswith("optimizer.compiler.num_candidate_programs")]
     store.mkdir()
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -115,12 +227,16 @@ def test_sweep_makes_one_parent_with_children_and_comparison(tmp_path):
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["optimizer"] for r in children) == ["bootstrap_rs", "labeled_fewshot"]
+    assert all(r.info.status == "FINISHED" and r.data.tags["entry_point"] == "optimize" for r in children)
     assert parent.info.status == "FINISHED"
     paths = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"comparison.html", "comparison.json"} <= paths
     table = json.loads(open(client.download_artifacts(parent.info.run_id, "comparison.json", str(tmp_path))).read())
     assert {row["optimizer"] for row in table} == {"bootstrap_rs", "labeled_fewshot"}
     assert all(row["score"] is not None and row["baseline"] is not None for row in table)
+    # The comparison is on dev (a validation split), never on test.
+    dev = {r.data.tags["optimizer"]: r.data.metrics["dev_score"] for r in children}
+    assert {row["optimizer"]: row["score"] for row in table} == pytest.approx(dev)
     html = open(client.download_artifacts(parent.info.run_id, "comparison.html", str(tmp_path))).read()
     assert "plotly" in html.lower() and "bootstrap_rs" in html
     assert parent.data.tags["best_optimizer"] in {"bootstrap_rs", "labeled_fewshot"}
@@ -132,12 +248,13 @@ def test_bettertogether_weight_step_without_finetuning_provider_fails_before_spe
     cfg = make_cfg("optimize", ["optimizer=bettertogether", *TINY])
     with pytest.raises(FinetuningUnavailable, match="no fine-tuning provider"):
         optimize(cfg)
-    client = MlflowClient()
+    client = MlflowClient(cfg.tracking.uri)
     exp = client.get_experiment_by_name("test")
+    # Refused before any data or LM call, and visibly: the run is FAILED with the reason.
     (run,) = client.search_runs([exp.experiment_id], "tags.entry_point = 'optimize'")
-    assert run.info.status == "FAILED"  # visibly failed, with the reason
-    assert "FinetuningUnavailable" in run.data.tags["error"]
-    assert run.data.metrics.get("compile_lm_calls", 0) == 0  # nothing spent on prompt optimisation
+    assert run.info.status == "FAILED"
+    assert "no fine-tuning provider" in run.data.tags["error"]
+    assert "compile_lm_calls" not in run.data.metrics and not run.inputs.dataset_inputs
 
 
 def test_bettertogether_prompts_only_strategy_runs(make_cfg):

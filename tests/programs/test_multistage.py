@@ -15,7 +15,7 @@ from dspy.utils import DummyLM
 from pipelines.data.contract import Contract, ContractError
 from pipelines.lm.json_adapter import JSONAdapter
 from pipelines.programs import DraftThenVerify, ExtractThenClassify, MathAgent, build_program
-from pipelines.programs.math_agent import calculator, convert_units
+from pipelines.programs.math_agent import CompactReAct, calculator, convert_units
 
 INTENTS = ["book_flight", "weather", "lost_luggage"]
 GSM = Contract.from_config(
@@ -104,14 +104,17 @@ def test_convert_units_refuses_mixed_dimensions_and_unknown_units():
 
 
 # -- MathAgent -----------------------------------------------------------------------------------
+CONVERT = {"value": 2, "from_unit": "h", "to_unit": "min"}
+
+
 def test_math_agent_calls_a_tool_then_answers():
     agent = MathAgent(GSM.to_dict(), max_iters=3)
-    assert [name for name, _ in agent.named_predictors()] == ["agent.react", "agent.extract.predict"]
+    assert [name for name, _ in agent.named_predictors()] == ["agent.react", "agent.extract"]
     assert set(agent.agent.tools) == {"calculator", "convert_units", "finish"}
     script = [
         {"next_thought": "add them", "next_tool_name": "calculator", "next_tool_args": {"expression": "48 + 24"}},
         {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}},
-        {"reasoning": "48 + 24 = 72", "answer": "72"},
+        {"answer": "72"},
     ]
     prediction, lm = run(agent, script, question="48 clips in April, 24 in May. How many?")
     assert prediction.keys() == ["answer"] and prediction.answer == "72"
@@ -121,9 +124,37 @@ def test_math_agent_calls_a_tool_then_answers():
 
 def test_math_agent_stops_after_max_iters():
     agent = MathAgent(GSM.to_dict(), max_iters=2)
-    step = {"next_thought": "again", "next_tool_name": "calculator", "next_tool_args": {"expression": "1 + 1"}}
-    prediction, lm = run(agent, [step, step, {"reasoning": "r", "answer": "2"}], question="1 + 1?")
+    steps = [
+        {"next_thought": "first", "next_tool_name": "calculator", "next_tool_args": {"expression": "1 + 1"}},
+        {"next_thought": "second", "next_tool_name": "convert_units", "next_tool_args": CONVERT},
+    ]
+    prediction, lm = run(agent, [*steps, {"answer": "2"}], question="1 + 1?")
     assert prediction.answer == "2" and len(lm.history) == 3
+
+
+def test_math_agent_takes_a_repeated_call_as_finish():
+    # A 0.5B model at temperature 0 repeats one call until max_iters: the repeat ends the loop instead.
+    agent = MathAgent(GSM.to_dict(), max_iters=4)
+    step = {"next_thought": "convert", "next_tool_name": "convert_units", "next_tool_args": CONVERT}
+    result, lm = run(agent.agent, [step, step, {"answer": "120"}], question="How many minutes in 2 hours?")
+    assert result.answer == "120" and len(lm.history) == 3  # two agent steps and the answer, not four steps
+    assert result.trajectory["observation_0"] == "120 min" and result.trajectory["tool_name_2"] == "finish"
+    assert CompactReAct.repeated({"tool_name_0": "calculator", "tool_args_0": {"expression": "1"}}) is False
+
+
+def test_math_agent_asks_for_real_tool_arguments():
+    # The step's schema spells out each tool's arguments, so a grammar-constrained model can only produce them.
+    agent = MathAgent(GSM.to_dict())
+    args = agent.agent.react.signature.output_fields["next_tool_args"].annotation
+    members = {member.__name__: member.__annotations__ for member in typing.get_args(args)}
+    assert members == {
+        "calculator_args": {"expression": str},
+        "convert_units_args": {"value": float, "from_unit": str, "to_unit": str},
+        "finish_args": {},
+    }
+    instructions = agent.agent.react.signature.instructions
+    assert instructions.startswith("Solve the problem.") and "- calculator(expression): Evaluate" in instructions
+    assert list(agent.agent.extract.signature.output_fields) == ["answer"]  # no reasoning: it looped
 
 
 # -- DraftThenVerify -----------------------------------------------------------------------------
@@ -135,7 +166,7 @@ def test_draft_then_verify_builds_both_stages_from_the_contract():
     assert fields(verify) == (["text", "draft"], ["intent", "city"])
     assert verify.output_fields["intent"].annotation == typing.Literal[tuple(INTENTS)]
     assert verify.output_fields["city"].annotation is str
-    assert "Give the intent and the city." in draft.instructions and "correct it" in verify.instructions
+    assert "Give the intent and the city." in draft.instructions and "draft answer" in verify.instructions
 
 
 def test_draft_then_verify_renames_its_draft_field_when_the_task_uses_that_name():
@@ -184,7 +215,7 @@ def test_extract_then_classify_needs_a_label_and_a_free_output(contract):
 @pytest.mark.parametrize(
     "experiment, program_class, stages",
     [
-        ("gsm8k_agent", MathAgent, ["agent.react", "agent.extract.predict"]),
+        ("gsm8k_agent", MathAgent, ["agent.react", "agent.extract"]),
         ("gsm8k_draft_verify", DraftThenVerify, ["draft.predict", "verify"]),
         ("travel_requests", ExtractThenClassify, ["extract", "classify"]),
     ],

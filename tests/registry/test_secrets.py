@@ -15,13 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import mlflow
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from pipelines.evaluate import evaluate
 from pipelines.register import register
 from pipelines.train import train
-
-from .fakes import TRAVEL_RULES
-from .helpers import files_containing
+from tests.fakes import TRAVEL_RULES
+from tests.helpers import files_containing
 
 SENTINEL = "sk-SENTINEL-7f3a9c1e5b2d4a6f"
 OTHER_SENTINEL = "sk-OTHER-SENTINEL-0b1c2d3e"
@@ -85,15 +85,36 @@ def test_keys_never_reach_the_store(make_cfg, monkeypatch, tmp_path, fake_provid
     ]
     trained = train(make_cfg("main", [*overrides, "optimizer=bootstrap"], fake=False))
     evaluate(make_cfg("evaluate", overrides, fake=False), model_uri=trained.model_uri)
-    register(make_cfg("register", overrides, fake=False), run_id=trained.run_id)
-    # The model reads its key from the serving environment when it loads, and answers.
-    out = mlflow.pyfunc.load_model(trained.model_uri).predict(pd.DataFrame({"text": ["I want a refund"]}))
+    first = register(make_cfg("register", overrides, fake=False), run_id=trained.run_id)
+    # A challenger on other dev rows: register loads both models (each builds its LM, key from the
+    # environment) and scores the champion on those rows, with traces, now.
+    small = [*overrides, "task.data.dev_size=8"]
+    challenger = train(make_cfg("main", [*small, "optimizer=none"], fake=False))
+    calls_before = len(_FakeOpenAI.seen_auth)
+    second = register(make_cfg("register", small, fake=False), run_id=challenger.run_id)
+    assert second.champion_score is not None and second.version != first.version
+    assert "eval/champion_dev_predictions.json" in {
+        a.path for a in MlflowClient().list_artifacts(second.run_id, "eval")
+    }
+    # models:/NAME@champion on rows no run has asked about (DSPy's cache holds the others' answers).
+    champion = evaluate(make_cfg("evaluate", overrides, fake=False), split="val")
+    assert champion.outcome.score > 0
+    assert len(_FakeOpenAI.seen_auth) > calls_before  # the loaded model called the provider itself
+    # The model reads its key from the serving environment when it loads, and answers. It stores the
+    # NAME of the variable, never its value.
+    model = mlflow.pyfunc.load_model(trained.model_uri)
+    out = model.predict(pd.DataFrame({"text": ["I want a refund"]}))
     assert out["label"].tolist() == ["refund_request"]
+    lm_spec = model.unwrap_python_model().spec["lm"]
+    assert lm_spec["api_key_env"] == "MY_PROVIDER_KEY" and "api_key" not in lm_spec
 
     # The key was really used (so the check below is not vacuous)...
     assert f"Bearer {SENTINEL}" in _FakeOpenAI.seen_auth
-    # ...and is nowhere on disk: sqlite store (params, tags, traces, registry), artifacts, DSPy cache.
+    assert all(auth == f"Bearer {SENTINEL}" for auth in _FakeOpenAI.seen_auth)
+    # ...and is nowhere on disk: sqlite store (params, tags, traces, registry), artifacts, DSPy cache,
+    # Hydra outputs.
     assert any(tmp_path.rglob("*.db")), "the tracking store should exist"
+    assert any((tmp_path / "dspy_cache").rglob("*")), "the DSPy cache should hold the provider's answers"
     for needle in (SENTINEL, OTHER_SENTINEL):
         assert files_containing(tmp_path, needle) == []
 

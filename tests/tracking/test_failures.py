@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 from mlflow import MlflowClient
 
+from pipelines.config import PROJECT_ROOT
 from pipelines.train import train
-
-from .helpers import free_port
+from tests.helpers import free_port
+from tests.tracking.lm_probe import calls_reported
 
 
 def test_unreachable_lm_fails_the_run_with_its_reason(make_cfg):
@@ -35,18 +42,18 @@ def test_unreachable_lm_fails_the_run_with_its_reason(make_cfg):
     assert "connect" in run.data.tags["error"].lower(), run.data.tags["error"]
 
 
+DEV_ROWS = 200  # every row but train (40), val (40) and test (40): 200 calls of at least 0.05 s each
+
+
 def test_sigterm_ends_the_run_failed_not_running(tmp_path):
-    """A run killed by SIGTERM (a scheduler, a timeout) is marked FAILED with the reason."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    """A run killed by SIGTERM (a scheduler, a timeout) is marked FAILED with the reason.
 
-    from pipelines.config import PROJECT_ROOT
-
+    The signal is sent only once the run exists AND its LM is being called, with most of the dev
+    split's calls still to come: each fake call sleeps (PIPELINES_TEST_SLOW_FAKE), so the run cannot
+    finish first, however fast or slow the machine is."""
     store = tmp_path / "store"
     store.mkdir()
+    calls_file = tmp_path / "lm_calls.txt"
     uri = f"sqlite:///{store}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
     client.search_experiments()  # create the store's tables now, not concurrently with the child
@@ -55,34 +62,57 @@ def test_sigterm_ends_the_run_failed_not_running(tmp_path):
             sys.executable,
             "-m",
             "pipelines.train",
-            "lm._target_=tests.fakes.fake_lm",
+            "lm._target_=tests.tracking.lm_probe.reporting_fake_lm",
+            f"+lm.calls_file={calls_file}",
+            "lm.cache=false",
             f"tracking.uri={uri}",
             f"tracking.artifact_location={store}/artifacts",
             "tracking.experiment=term",
             "optimizer=none",
             f"paths.dspy_cache_dir={tmp_path}/cache",
-            "task.data.dev_size=200",
+            "task.data.train_size=40",
+            "task.data.val_size=40",
+            f"task.data.dev_size={DEV_ROWS}",
             "task.data.test_size=40",
+            "eval.display_progress=false",
             f"hydra.run.dir={tmp_path}/out",
         ],
         cwd=PROJECT_ROOT,
         env=os.environ | {"PIPELINES_TEST_SLOW_FAKE": "1"},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 120
-    run = None
-    while time.monotonic() < deadline and run is None:
-        time.sleep(0.5)
-        try:
-            exp = client.get_experiment_by_name("term")
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-            run = runs[0] if runs and runs[0].data.tags.get("data.source") else None
-        except Exception:  # the child may be mid-write
-            pass
-    assert run is not None, "the run never started"
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    try:
+        run, calls = _wait_for_lm_calls(client, proc, calls_file)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
     run = client.get_run(run.info.run_id)
-    assert run.info.status == "FAILED", (run.info.status, proc.returncode, run.data.tags.get("error"))
-    assert "SIGTERM" in run.data.tags["error"]
+    detail = (calls, run.info.status, proc.returncode, run.data.tags.get("error"), stderr.decode()[-2000:])
+    assert run.info.status == "FAILED", detail
+    assert "SIGTERM" in run.data.tags["error"], detail
+    assert "dev_score" not in run.data.metrics  # stopped mid-way through scoring dev
+    assert calls_reported(calls_file) < DEV_ROWS
+
+
+def _wait_for_lm_calls(client: MlflowClient, proc: subprocess.Popen, calls_file, timeout: float = 300.0):
+    """The child's run once it exists and its LM has answered at least one call; and the calls so far."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the child exited ({proc.returncode}) before it was signalled")
+        calls = calls_reported(calls_file)
+        if calls:
+            try:
+                exp = client.get_experiment_by_name("term")
+                runs = client.search_runs([exp.experiment_id]) if exp else []
+            except Exception:  # noqa: BLE001 (the child may be mid-write)
+                runs = []
+            if runs:
+                return runs[0], calls_reported(calls_file)
+        time.sleep(0.1)
+    raise AssertionError(f"no run calling its LM within {timeout}s")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import nbformat
 import pandas as pd
+from mlflow import MlflowClient
 from nbclient import NotebookClient
 
 from pipelines.config import PROJECT_ROOT
-from pipelines.tracking.leaderboard import leaderboard, lineage, pareto_front
 from pipelines.register import register
+from pipelines.tracking.leaderboard import leaderboard, lineage, pareto_front
 from pipelines.train import train
 
 
@@ -24,7 +25,13 @@ def test_notebook_runs_against_a_filled_store(make_cfg, monkeypatch):
     reg = register(cfg, run_id=trained.run_id)
     board = leaderboard(cfg.tracking.experiment)
     assert board.loc[0, "run_id"] == trained.run_id and board.loc[0, "optimizer"] == "labeled_fewshot"
-    assert lineage(cfg.registry.name)["source_run"] == trained.run_id
+    assert board.loc[0, "score"] == trained.selection_score  # the dev score
+    assert board.loc[0, "task"] == "travel_intents"
+    champion = lineage(cfg.registry.name)
+    assert champion["source_run"] == trained.run_id
+    assert champion["model"] == f"{reg.name} v{reg.version} (@champion)"
+    assert champion["optimizer"] == "labeled_fewshot" and champion["promotion"] == "no current champion"
+    assert champion["data_digest"] == MlflowClient().get_run(trained.run_id).data.tags["data.digest.dev"]
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", str(cfg.tracking.uri))
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", str(cfg.tracking.experiment))

@@ -1,0 +1,157 @@
+"""evaluate_program with a tiny deterministic program (no LM): the per-example table, errors, metric names."""
+
+from __future__ import annotations
+
+import dspy
+import pandas as pd
+import pytest
+
+from pipelines.evaluation.metrics import exact_match
+from pipelines.evaluation.scoring import EvalOutcome, EvaluationFailed, evaluate_program
+
+# text -> (gold intent, gold city); the program answers (first word, last word)
+DATA = [
+    ("refund rome", "refund", "rome"),  # 1.0
+    ("refund oslo", "refund", "lima"),  # 0.5
+    ("book lima", "cancel", "lima"),  # 0.5
+    ("book kyiv", "book", "kyiv"),  # 1.0
+    ("cancel paris", "refund", "rome"),  # 0.0
+    ("cancel rome", "cancel", "rome"),  # 1.0
+]
+SCORES = [1.0, 0.5, 0.5, 1.0, 0.0, 1.0]
+IDS = [10, 3, 7, 22, 5, 1]
+OUTPUTS = ["intent", "city"]
+COLUMNS = [
+    "row_id",
+    "text",
+    "expected.intent",
+    "predicted.intent",
+    "expected.city",
+    "predicted.city",
+    "score",
+    "latency_s",
+    "error",
+]
+
+
+def examples() -> list[dspy.Example]:
+    return [dspy.Example(text=t, intent=i, city=c).with_inputs("text") for t, i, c in DATA]
+
+
+class FirstLast(dspy.Module):
+    """intent = the first word, city = the last word; raises on the texts in `fail_on`."""
+
+    def __init__(self, fail_on=()):
+        super().__init__()
+        self.fail_on = set(fail_on)
+
+    def forward(self, text: str) -> dspy.Prediction:
+        if text in self.fail_on:
+            raise ValueError(f"no answer for {text!r}")
+        words = text.split()
+        return dspy.Prediction(intent=words[0], city=words[-1])
+
+
+def run(program=None, **kwargs) -> EvalOutcome:
+    args = {"outputs": OUTPUTS, "ids": IDS} | kwargs
+    return evaluate_program(program or FirstLast(), examples(), exact_match, **args)
+
+
+def test_table_columns_ids_and_values():
+    outcome = run()
+    table = outcome.table
+    assert table.columns.tolist() == COLUMNS
+    assert table["row_id"].tolist() == IDS
+    assert table["text"].tolist() == [t for t, _, _ in DATA]
+    assert table["expected.intent"].tolist() == [i for _, i, _ in DATA]
+    assert table["expected.city"].tolist() == [c for _, _, c in DATA]
+    assert table["predicted.intent"].tolist() == [t.split()[0] for t, _, _ in DATA]
+    assert table["predicted.city"].tolist() == [t.split()[-1] for t, _, _ in DATA]
+    assert table["score"].tolist() == SCORES
+    assert table["error"].isna().all() and outcome.errors == 0
+    assert (table["latency_s"] >= 0).all() and (table["latency_s"] < 5).all()
+
+
+def test_score_is_the_mean_of_the_per_example_scores():
+    outcome = run()
+    assert outcome.score == pytest.approx(sum(SCORES) / 6, abs=1e-4)  # DSPy rounds its percentage
+    low, high = outcome.ci()
+    assert low <= outcome.score <= high and low < high
+    assert outcome.wall_s >= 0 and outcome.usage["lm_calls"] == 0
+
+
+def test_ids_default_to_positions():
+    assert run(ids=None).table["row_id"].tolist() == list(range(6))
+
+
+def test_a_program_that_raises_on_one_example_gets_an_error_row():
+    outcome = run(FirstLast(fail_on={"book kyiv"}))
+    table = outcome.table.set_index("row_id")
+    failed = table.loc[22]
+    assert failed["score"] == 0.0
+    assert pd.isna(failed["predicted.intent"]) and pd.isna(failed["predicted.city"])
+    assert pd.isna(failed["latency_s"])
+    assert failed["expected.intent"] == "book" and failed["text"] == "book kyiv"
+    assert "no prediction" in failed["error"]
+    assert table.drop(index=22)["error"].isna().all()
+    assert outcome.errors == 1
+    assert outcome.score == pytest.approx((sum(SCORES) - 1.0) / 6, abs=1e-4)
+    assert outcome.metrics("dev")["dev_errors"] == 1.0
+
+
+def test_a_program_with_no_output_counts_as_an_error():
+    class Silent(dspy.Module):
+        def forward(self, text):
+            return dspy.Prediction()
+
+    outcome = run(Silent())
+    assert outcome.errors == 6 and outcome.score == 0.0
+    assert outcome.table["error"].notna().all()
+
+
+def test_too_many_failures_stop_the_evaluation_with_the_first_error():
+    everything = {t for t, _, _ in DATA}
+    with dspy.context(max_errors=2), pytest.raises(EvaluationFailed) as info:
+        run(FirstLast(fail_on=everything))
+    message = str(info.value)
+    assert "after 2 failed examples" in message
+    assert "ValueError: no answer for 'refund rome'" in message
+
+
+def test_metric_names():
+    outcome = run(label_sets={"intent": ["book", "cancel", "refund"], "unused": ["x"]})
+    assert outcome.label_sets == {"intent": ["book", "cancel", "refund"]}  # only output fields
+    m = outcome.metrics("dev")
+    assert set(m) == {
+        "dev_score",
+        "dev_score_ci95_low",
+        "dev_score_ci95_high",
+        "dev_examples",
+        "dev_errors",
+        "dev_wall_s",
+        "dev_latency_p50_s",
+        "dev_latency_p95_s",
+        "dev_latency_p99_s",
+        "dev_lm_calls",
+        "dev_input_tokens",
+        "dev_output_tokens",
+        "dev_cost_usd",
+        "dev_macro_f1",
+        "dev_macro_f1_ci95_low",
+        "dev_macro_f1_ci95_high",
+        "dev_class_accuracy.book",
+        "dev_class_accuracy.cancel",
+        "dev_class_accuracy.refund",
+    }
+    assert m["dev_examples"] == 6.0 and m["dev_errors"] == 0.0 and m["dev_score"] == outcome.score
+    # intent: book 1/1 right, cancel 1/2 (book lima), refund 2/3 (cancel paris)
+    assert m["dev_class_accuracy.book"] == 1.0 and m["dev_class_accuracy.cancel"] == 0.5
+    assert m["dev_class_accuracy.refund"] == pytest.approx(2 / 3)
+
+
+def test_two_label_fields_are_named_per_field():
+    cities = ["kyiv", "lima", "paris", "rome", "oslo"]
+    m = run(label_sets={"intent": ["book", "cancel", "refund"], "city": cities}).metrics("val")
+    assert {"val_intent_macro_f1", "val_city_macro_f1", "val_city_class_accuracy.lima"} <= set(m)
+    assert "val_macro_f1" not in m
+    assert m["val_city_class_accuracy.rome"] == pytest.approx(2 / 3)  # rome expected 3 times, once said paris
