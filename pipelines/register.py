@@ -87,7 +87,14 @@ def register(
         reused = existing_version(name, source.info.run_id, model_uri)
         champion = get_alias(name, cfg.registry.champion_alias)
         if champion is not None and reused is not None and champion.version == reused.version:
-            champion = None  # comparing a version with itself proves nothing: it stays champion
+            # Already champion: its promotion record stands; comparing a version with itself proves nothing.
+            reason = f"already the champion (v{champion.version}); nothing changed"
+            log.info("%s v%s: %s", name, champion.version, reason)
+            mlflow.set_tags(
+                {"promotion.decision": "already_champion", "model_name": name, "model_version": str(champion.version)}
+            )
+            return RegisterResult(run.info.run_id, name, str(champion.version), False, reason, None, None)
+        previous_challenger = get_alias(name, cfg.registry.challenger_alias)
         fresh: dict[str, tuple[str, pd.DataFrame, float]] = {}  # role -> (artifact path, table, score)
 
         def results(role: str, uri: str, version=None) -> pd.DataFrame:
@@ -116,9 +123,12 @@ def register(
                 tolerance=gate.tolerance,
             )
 
-        # Everything is known: now touch the registry, undoing a version this run created if anything fails.
+        # Everything is known: now touch the registry, aliases last; if anything fails, undo what this run did.
         version = reused or mlflow.register_model(model_uri, name)
         try:
+            for role, (path, _table, score) in fresh.items():
+                target = version if role == "challenger" else champion
+                record_predictions(target, split, digest, run.info.run_id, path, score)
             _record_decision(
                 client,
                 cfg,
@@ -133,12 +143,15 @@ def register(
                 champion_table,
                 model_uri,
             )
-            for role, (path, _table, score) in fresh.items():
-                target = version if role == "challenger" else champion
-                record_predictions(target, split, digest, run.info.run_id, path, score)
         except BaseException:
             if reused is None:
                 client.delete_model_version(name, version.version)
+            for alias, previous in (
+                (cfg.registry.champion_alias, champion),
+                (cfg.registry.challenger_alias, previous_challenger),
+            ):
+                if previous is not None:
+                    client.set_registered_model_alias(name, alias, previous.version)
             raise
 
         challenger_score = float(challenger_table["score"].mean()) if challenger_table is not None else None

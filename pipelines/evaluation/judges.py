@@ -60,7 +60,8 @@ class DSPyJudge(DeepEvalBaseLLM):
 def _render(values: dict) -> str:
     """Fields as text for a judge: the bare value for one field, `name: value` lines for several."""
     if len(values) == 1:
-        return str(next(iter(values.values())) or "")
+        value = next(iter(values.values()))
+        return "" if value is None else str(value)
     return "\n".join(f"{k}: {v}" for k, v in values.items())
 
 

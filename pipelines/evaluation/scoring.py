@@ -173,9 +173,10 @@ def evaluate_program(
             "error": None if answered else "no prediction (the program raised or returned no output)",
         }
         rows.append(row)
+    table = pd.DataFrame(rows)
     return EvalOutcome(
-        score=float(result.score) / 100.0,  # DSPy reports a percentage
-        table=pd.DataFrame(rows),
+        score=float(table["score"].mean()) if len(table) else 0.0,  # DSPy's own figure is a rounded percentage
+        table=table,
         usage=usage.summary(),
         wall_s=wall,
         errors=errors,

@@ -13,7 +13,8 @@ import mlflow
 import yaml
 from mlflow import MlflowClient
 
-TASK_OVERRIDE_PREFIXES = ("task", "+task", "++task", "~task", "experiment", "+experiment")
+# What changes a task's data: the task itself, a preset, and the values its config interpolates.
+TASK_OVERRIDE_PREFIXES = ("task", "+task", "++task", "~task", "experiment", "+experiment", "seed", "paths")
 
 
 def recorded_config(run_id: str) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def source_run_id(model_uri: str) -> str | None:
 
 
 def task_overridden(overrides: list[str]) -> bool:
-    """Did the command line choose or change the task (`task=`, `task.data.dev_size=`, `experiment=`)?"""
+    """Did the command line choose or change the task (`task=`, `task.data.dev_size=`, `experiment=`, `seed=`)?"""
     return any(o.split("=", 1)[0].split(".", 1)[0].startswith(TASK_OVERRIDE_PREFIXES) for o in overrides)
 
 

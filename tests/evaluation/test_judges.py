@@ -80,12 +80,6 @@ def test_the_judge_sees_name_value_lines_for_several_fields(recording):
     assert recording.cases[-1].actual_output == "team: None\npriority: None"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: pipelines/evaluation/judges.py _render uses `value or ''`, so a falsy single value (0, False) "
-    "reaches the judge as an empty string",
-)
 def test_a_falsy_single_value_is_rendered_as_itself(recording):
     metric = DeepEvalMetric(recording, judge=fake_lm())
     example = dspy.Example(question="What is 3 - 3?", answer=0).with_inputs("question")
