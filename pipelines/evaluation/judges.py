@@ -57,7 +57,7 @@ class DSPyJudge(DeepEvalBaseLLM):
         return f"dspy:{self.lm.model}"
 
 
-def _render(values: dict) -> str:
+def render_fields(values: dict) -> str:
     """Fields as text for a judge: the bare value for one field, `name: value` lines for several."""
     if len(values) == 1:
         value = next(iter(values.values()))
@@ -69,22 +69,23 @@ class DeepEvalMetric:
     """A deepeval metric (built by `metric(model=judge)`) with DSPy's metric signature; score in [0, 1].
 
     The judge sees the example's inputs, the predicted outputs and the expected ones, whatever the
-    task's field names are; so a judge can be a task's own metric for free-text outputs.
+    task's field names are; so a judge can be a task's own metric for free-text outputs. `judge=None`
+    uses the LM configured when it is called (`dspy.settings.lm`: the task LM), so a task YAML needs no LM.
     """
 
     def __init__(
         self,
         metric: Callable,
-        judge: dspy.LM,
+        judge: dspy.LM | None = None,
         name: str | None = None,
         evaluation_params: list[str] | None = None,
     ):
-        self.factory, self.judge = metric, DSPyJudge(judge)
+        self.factory, self.judge_lm = metric, judge
         self.evaluation_params = evaluation_params
         self.__name__ = name or getattr(getattr(metric, "func", metric), "__name__", "deepeval")
 
     def build(self):
-        kwargs = {"model": self.judge}
+        kwargs = {"model": DSPyJudge(self.judge_lm or dspy.settings.lm)}
         if self.evaluation_params:
             from deepeval.test_case import SingleTurnParams
 
@@ -95,9 +96,9 @@ class DeepEvalMetric:
         expected = {k: v for k, v in example.labels().items() if not k.startswith("_")}
         predicted = {k: getattr(prediction, k, None) if prediction is not None else None for k in expected}
         case = LLMTestCase(
-            input=_render(dict(example.inputs())),
-            actual_output=_render(predicted),
-            expected_output=_render(expected),
+            input=render_fields(dict(example.inputs())),
+            actual_output=render_fields(predicted),
+            expected_output=render_fields(expected),
         )
         metric = self.build()
         metric.measure(case, _show_indicator=False)

@@ -155,3 +155,26 @@ def test_answer_relevancy_with_the_real_embedded_judge():
         dspy.Prediction(label="lost_luggage"),
     )
     assert 0.0 <= score <= 1.0
+
+
+def test_a_dspy_judge_can_be_the_task_metric(make_cfg):
+    """An LLM judge (here the fake LM, which answers every number field with 1) scores a whole run as the
+    task's own metric: train and the table use it, and its name labels the scores."""
+    from pipelines.evaluation.llm_judge import LLMJudge
+    from pipelines.train import train
+
+    cfg = make_cfg(
+        "train",
+        [
+            "optimizer=none",
+            "~task.metric._partial_",
+            "task.metric._target_=pipelines.evaluation.llm_judge.LLMJudge",
+            "+task.metric.criteria=Same intent.",
+        ],
+    )
+    result = train(cfg)
+    assert result.scores["dev"] == 1.0
+    judge = LLMJudge(judge=None)
+    example = dspy.Example(text="hi", label="a").with_inputs("text")
+    with dspy.context(lm=fake_lm()):
+        assert judge(example, dspy.Prediction(label="b")) == 1.0
