@@ -21,6 +21,20 @@ class MissingAPIKeyError(RuntimeError):
     pass
 
 
+# One engine per model file and settings, per process: the session's LM and a loaded model's LM (evaluate,
+# register, serving) share the llama.cpp contexts instead of loading the weights again.
+_ENGINES: dict[tuple, LlamaCppEngine] = {}
+
+
+def shared_engine(model_path: str, n_ctx: int, n_threads: int | None, seed: int, model_name: str) -> LlamaCppEngine:
+    key = (model_path, n_ctx, n_threads, seed, model_name)
+    if key not in _ENGINES:
+        _ENGINES[key] = LlamaCppEngine(
+            model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, seed=seed, model_name=model_name
+        )
+    return _ENGINES[key]
+
+
 def local_lm(
     model: str = "qwen2.5-coder-0.5b-instruct",
     model_path: str | None = None,
@@ -45,7 +59,7 @@ def local_lm(
     from pipelines.lm.finetune.provider import LlamaCppLoRAProvider  # imports no torch: that waits for a fine-tune
 
     path = resolve_model_path(model_path, cache_dir=weights_cache_dir)
-    engine = LlamaCppEngine(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, model_name=model)
+    engine = shared_engine(str(path), n_ctx, n_threads, seed, model)
     # "local/" rather than "openai/": DSPy would otherwise pick the OpenAI fine-tuning provider.
     model_id = f"local/{model}"
     if lora_path:
