@@ -84,6 +84,7 @@ def evaluate(
     model_uri = None if fresh else (model_uri or default_model_uri(cfg))
     with tracked_run(cfg, "evaluate", run_name=cfg.run_name or f"evaluate-{cfg.task.name}-{split}") as run:
         task = Task.from_config(cfg.task)
+        task.splits.require(split)
         task.splits.log_to_mlflow()
         if model_uri is None:
             program, _ = build_program(cfg.program, task.contract)

@@ -58,6 +58,7 @@ def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "opti
     with tracked_run(cfg, entry, run_name=run_name) as run:
         check_finetuning(spec, session.lm)  # before any data or LM call: the run FAILS with the reason, nothing spent
         task = Task.from_config(cfg.task)
+        task.splits.require(*cfg.report_splits)
         task.splits.log_to_mlflow()
         program, program_config = build_program(cfg.program, task.contract)
         result = optimize_program(

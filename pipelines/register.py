@@ -83,6 +83,7 @@ def register(
 
     with tracked_run(cfg, "register", run_name=cfg.run_name or f"register-{name}") as run:
         task = Task.from_config(cfg.task)
+        task.splits.require(split)
         digest = task.splits.log_to_mlflow()[split]
         reused = existing_version(name, source.info.run_id, model_uri)
         champion = get_alias(name, cfg.registry.champion_alias)

@@ -47,6 +47,12 @@ class Splits:
             raise DataError(f"Unknown split {split!r}; choose one of {list(self.frames)}")
         return self.frames[split]
 
+    def require(self, *splits: str) -> None:
+        """Refuse unknown split names up front, before anything is spent on the known ones."""
+        unknown = [s for s in splits if s not in self.frames]
+        if unknown:
+            raise DataError(f"Unknown split(s) {unknown}; choose from {list(self.frames)}")
+
     def examples(self, split: str) -> list[dspy.Example]:
         fields = [*self.inputs, *self.outputs]
         return [

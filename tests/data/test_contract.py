@@ -29,7 +29,7 @@ def test_from_config_reads_names_types_descriptions_and_labels():
     assert c.field("ticket") == Field("ticket", "str", "the customer's ticket", None)
     assert c.field("team").labels == ("billing", "tech")
     assert c.field("urgent") == Field("urgent", "bool")  # the string shorthand is a type
-    assert c.label_fields == ["tier", "team"]
+    assert c.label_fields == ["team", "tier"]  # outputs first: the first one stratifies the splits
     assert c.instructions == "Route the ticket."
 
 

@@ -322,3 +322,22 @@ def test_log_to_mlflow_logs_four_dataset_inputs(tmp_path, csv_path):
         assert load(csv_path, test_size=None, name="toy").mlflow_dataset("dev").digest == digests["dev"]
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_require_refuses_an_unknown_split_up_front(tmp_path):
+    path = write(make_frame(), tmp_path / "d.csv")
+    splits = load_splits(
+        path,
+        inputs=["text"],
+        outputs=["label"],
+        label_fields=["label"],
+        train_size=4,
+        val_size=4,
+        dev_size=4,
+        test_size=4,
+    )
+    splits.require("dev", "test")
+    with pytest.raises(
+        DataError, match=r"Unknown split\(s\) \['validation'\]; choose from \['train', 'val', 'dev', 'test'\]"
+    ):
+        splits.require("dev", "validation")
