@@ -30,7 +30,9 @@ from pipelines.programs import build_program
 from pipelines.registry.versions import load_program
 from pipelines.session import Session
 from pipelines.tracking.lineage import adopt_recorded_task, source_run_id
+from pipelines.tracking.model_scores import log_model_score
 from pipelines.tracking.runs import configure_tracking, tracked_run
+from pipelines.tracking.summary import genai_surfaces, report
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def evaluate(
     fresh: bool = False,
 ) -> EvaluateResult:
     session = session or Session.start(cfg)
-    settings = EvalSettings(num_threads=cfg.eval.num_threads, display_progress=cfg.eval.display_progress)
+    settings = EvalSettings.from_config(cfg.eval)
     split = split or cfg.eval.split
     model_uri = None if fresh else (model_uri or default_model_uri(cfg))
     with tracked_run(cfg, "evaluate", run_name=cfg.run_name or f"evaluate-{cfg.task.name}-{split}") as run:
@@ -103,6 +105,8 @@ def evaluate(
             score_extra_metrics(judged, outcome, task, split)
         outcome.log(split)
         low, high = outcome.ci()
+        if model_uri is not None and loaded.model_id and genai_surfaces(cfg):
+            log_model_score(loaded.model_id, task.splits, split, outcome.score, low, high)  # on the model's page
         summary = pd.DataFrame(
             [
                 {
@@ -138,7 +142,9 @@ def main(cfg: DictConfig) -> float:
     if not cfg.fresh:
         configure_tracking(cfg.tracking)
         adopt_recorded_task(cfg, source_run_id(cfg.model_uri or default_model_uri(cfg)))
-    return evaluate(cfg, model_uri=cfg.model_uri, fresh=cfg.fresh).score
+    result = evaluate(cfg, model_uri=cfg.model_uri, fresh=cfg.fresh)
+    report([result.run_id], note=genai_surfaces(cfg))
+    return result.score
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pipelines.cli import hydra_main
 from pipelines.evaluate import evaluate
 from pipelines.register import register
 from pipelines.session import Session
+from pipelines.tracking.summary import genai_surfaces, report
 from pipelines.train import train
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ def run_main(cfg: DictConfig):
 
 @hydra_main("main")
 def main(cfg: DictConfig) -> float:
-    return run_main(cfg)[0].selection_score  # a validation score: what a sweeper may optimise
+    trained, tested, registered = run_main(cfg)
+    report([trained.run_id, tested.run_id, registered.run_id], note=genai_surfaces(cfg))
+    return trained.selection_score  # a validation score: what a sweeper may optimise
 
 
 if __name__ == "__main__":

@@ -26,9 +26,12 @@ from pipelines.optimizers.compile import build_optimizer, check_finetuning
 from pipelines.optimizers.run import optimize_program
 from pipelines.programs import build_program
 from pipelines.registry.model_format import build_spec, log_program_model
+from pipelines.registry.prompts import register_program_prompts
 from pipelines.session import Session
+from pipelines.tracking.model_scores import log_model_scores_from_run
 from pipelines.tracking.program_card import log_program
 from pipelines.tracking.runs import tracked_run
+from pipelines.tracking.summary import genai_surfaces, report
 
 log = logging.getLogger(__name__)
 SELECTION_SPLIT = "dev"  # what a sweeper compares: a validation score, never test
@@ -53,7 +56,7 @@ def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "opti
     session = session or Session.start(cfg)
     spec = build_optimizer(cfg.optimizer, session.lm, session.prompt_lm)
     budget = Budget(**to_container(cfg.budget))
-    settings = EvalSettings(num_threads=cfg.eval.num_threads, display_progress=cfg.eval.display_progress)
+    settings = EvalSettings.from_config(cfg.eval)
     run_name = cfg.run_name or f"{entry}-{spec.name}-{cfg.task.name}"
     with tracked_run(cfg, entry, run_name=run_name) as run:
         check_finetuning(spec, session.lm)  # before any data or LM call: the run FAILS with the reason, nothing spent
@@ -82,14 +85,26 @@ def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "opti
             num_threads=settings.num_threads,
         )
         example = task.splits.frame(cfg.report_splits[0])[task.contract.input_names].head(2)
-        model_uri = log_program_model(result.program, model_spec, input_example=example)
-        mlflow.set_tag("model_uri", model_uri)
-        return OptimizeResult(run.info.run_id, model_uri, result.scores, result.baseline, result.stopped_by_budget)
+        surfaces = genai_surfaces(cfg)
+        prompts = (
+            register_program_prompts(
+                result.program, str(cfg.registry.name), lm_config=model_spec["lm"], message=f"{run_name} ({entry})"
+            )
+            if surfaces
+            else []
+        )
+        info = log_program_model(result.program, model_spec, input_example=example, prompts=prompts)
+        mlflow.set_tag("model_uri", info.model_uri)
+        if surfaces:  # the scores were measured before the model existed: attach them to it now
+            log_model_scores_from_run(info.model_id, task.splits, list(cfg.report_splits))
+        return OptimizeResult(run.info.run_id, info.model_uri, result.scores, result.baseline, result.stopped_by_budget)
 
 
 @hydra_main("optimize")
 def main(cfg: DictConfig) -> float:
-    return optimize(cfg).selection_score
+    result = optimize(cfg)
+    report([result.run_id], note=genai_surfaces(cfg))
+    return result.selection_score
 
 
 if __name__ == "__main__":

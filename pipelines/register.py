@@ -28,6 +28,8 @@ from pipelines.data.task import Task
 from pipelines.evaluation.scoring import EvalSettings, evaluate_split
 from pipelines.registry.gate import Decision, decide
 from pipelines.registry.promotion_report import comparison_report
+from pipelines.registry.prompts import move_prompt_aliases
+from pipelines.registry.version_card import CardModel, model_id_of, version_card
 from pipelines.registry.versions import (
     existing_version,
     get_alias,
@@ -39,6 +41,8 @@ from pipelines.registry.versions import (
 from pipelines.session import Session
 from pipelines.tracking.lineage import adopt_recorded_task
 from pipelines.tracking.runs import configure_tracking, git_commit, tracked_run
+from pipelines.tracking.summary import genai_surfaces
+from pipelines.tracking.summary import report as print_summary  # `report` here is the promotion report
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +78,19 @@ def register(
     report_path: str | None = None,
 ) -> RegisterResult:
     session = session or Session.start(cfg)
-    settings = EvalSettings(num_threads=cfg.eval.num_threads, display_progress=cfg.eval.display_progress)
+    settings = EvalSettings.from_config(cfg.eval)
     split, gate = cfg.eval.split, cfg.registry.gate
     source = find_source_run(cfg, run_id)
     model_uri = source.data.tags.get("model_uri") or f"runs:/{source.info.run_id}/model"
     name = str(cfg.registry.name)
     client = MlflowClient()
+    surfaces = genai_surfaces(cfg)
 
     with tracked_run(cfg, "register", run_name=cfg.run_name or f"register-{name}") as run:
         task = Task.from_config(cfg.task)
         task.splits.require(split)
-        digest = task.splits.log_to_mlflow()[split]
+        digests = task.splits.log_to_mlflow()
+        digest = digests[split]
         reused = existing_version(name, source.info.run_id, model_uri)
         champion = get_alias(name, cfg.registry.champion_alias)
         if champion is not None and reused is not None and champion.version == reused.version:
@@ -110,7 +116,10 @@ def register(
             return table
 
         if champion is None:
-            decision, challenger_table, champion_table = Decision(True, "no current champion"), None, None
+            # Nothing to compare with, so nothing is scored; results on record still must hold no failed rows.
+            recorded = recorded_predictions(reused, source.info.run_id, split, digest)
+            decision = decide(recorded, None) if recorded is not None else Decision(True, "no current champion")
+            challenger_table, champion_table = None, None
         else:
             challenger_table = results("challenger", model_uri, reused)
             champion_table = results("champion", f"models:/{name}/{champion.version}", champion)
@@ -143,7 +152,13 @@ def register(
                 challenger_table,
                 champion_table,
                 model_uri,
+                run.info.run_id,
+                digests.get("test"),
             )
+            if surfaces:  # the prompts follow the model's aliases, so prompts:/NAME@champion is the champion's
+                move_prompt_aliases(f"models:/{name}/{version.version}", cfg.registry.challenger_alias)
+                if decision.promote:
+                    move_prompt_aliases(f"models:/{name}/{version.version}", cfg.registry.champion_alias)
         except BaseException:
             if reused is None:
                 client.delete_model_version(name, version.version)
@@ -153,6 +168,8 @@ def register(
             ):
                 if previous is not None:
                     client.set_registered_model_alias(name, alias, previous.version)
+                    if surfaces:
+                        move_prompt_aliases(f"models:/{name}/{previous.version}", alias)
             raise
 
         challenger_score = float(challenger_table["score"].mean()) if challenger_table is not None else None
@@ -165,11 +182,15 @@ def register(
         if report_path:
             Path(report_path).write_text(report)
         mlflow.set_tags(decision.tags() | {"model_name": name, "model_version": str(version.version)})
+        # Explicit model ids: loading the champion made it MLflow's active model, which would otherwise
+        # claim every metric logged here (the challenger's score included).
+        challenger_id = model_id_of(version.source)
         if challenger_score is not None:
-            mlflow.log_metric("challenger_score", challenger_score)
+            mlflow.log_metric("challenger_score", challenger_score, model_id=challenger_id)
         if champion_score is not None:
-            mlflow.log_metric("champion_score", champion_score)
-            mlflow.log_metric("promotion_p_value", decision.test.p_value)
+            mlflow.log_metric("champion_score", champion_score, model_id=model_id_of(champion.source))
+            if decision.test is not None:  # a refused comparison (failed rows) has no test
+                mlflow.log_metric("promotion_p_value", decision.test.p_value, model_id=challenger_id)
         log.info("%s v%s: %s (%s)", name, version.version, decision.tags()["promotion.decision"], decision.reason)
         return RegisterResult(
             run_id=run.info.run_id,
@@ -184,7 +205,20 @@ def register(
 
 
 def _record_decision(
-    client, cfg, version, source, decision, split, digest, force, champion, challenger_table, champion_table, model_uri
+    client,
+    cfg,
+    version,
+    source,
+    decision,
+    split,
+    digest,
+    force,
+    champion,
+    challenger_table,
+    champion_table,
+    model_uri,
+    register_run_id,
+    test_digest=None,
 ) -> None:
     name = version.name
     src_tags = source.data.tags
@@ -208,10 +242,22 @@ def _record_decision(
         tags["promotion.champion_score"] = f"{champion_table['score'].mean():.6f}"
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, str(value))
-    # The description is what the registry UI shows in full (tags are truncated there).
-    description = (
-        f"{tags['promotion.decision'].replace('_', ' ')}: {decision.reason}. "
-        f"Trained by run {source.info.run_id} ({split} split, data {digest})."
+    # The description is what the registry UI shows in full, as Markdown (tags are truncated there).
+    models = [CardModel(f"challenger v{version.version}", challenger_table, model_id_of(version.source))]
+    if champion is not None:
+        models.append(CardModel(f"champion v{champion.version}", champion_table, model_id_of(champion.source)))
+    description = version_card(
+        version=str(version.version),
+        decision=tags["promotion.decision"],
+        promoted=decision.promote,
+        reason=decision.reason,
+        champion_version=str(champion.version) if champion else None,
+        split=split,
+        models=models,
+        register_run_id=register_run_id,
+        source_run_id=source.info.run_id,
+        gate_digest=digest,
+        held_out_digest=test_digest,
     )
     client.update_model_version(name, version.version, description=description)
     client.set_registered_model_alias(name, cfg.registry.challenger_alias, version.version)
@@ -223,7 +269,8 @@ def _record_decision(
 def main(cfg: DictConfig) -> None:
     source = find_source_run(cfg, cfg.run_id)
     adopt_recorded_task(cfg, source.info.run_id)  # the source's task and data, unless the command line says
-    register(cfg, run_id=source.info.run_id, force=cfg.force, report_path=cfg.report_path)
+    result = register(cfg, run_id=source.info.run_id, force=cfg.force, report_path=cfg.report_path)
+    print_summary([result.run_id], note=genai_surfaces(cfg))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from pipelines.cli import hydra_main
 from pipelines.optimize import OptimizeResult, optimize
 from pipelines.session import Session
+from pipelines.tracking.summary import genai_surfaces, report
 
 
 def train(cfg: DictConfig, session: Session | None = None) -> OptimizeResult:
@@ -22,7 +23,9 @@ def train(cfg: DictConfig, session: Session | None = None) -> OptimizeResult:
 
 @hydra_main("train")
 def main(cfg: DictConfig) -> float:
-    return train(cfg).selection_score
+    result = train(cfg)
+    report([result.run_id], note=genai_surfaces(cfg))
+    return result.selection_score
 
 
 if __name__ == "__main__":

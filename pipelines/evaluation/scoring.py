@@ -5,6 +5,15 @@ leaves a trace with the metric's score attached as an assessment. The table has 
 `row_id`, one column per input, `expected.<field>` and `predicted.<field>` per output, `score`,
 `latency_s` and `error`. Nothing here knows a field name: they come from the examples and `outputs`.
 
+Failure is not a wrong answer. A row whose program (or metric) raised, an LM that timed out or refused
+say, gets its `error` (type and message, API keys scrubbed) and NO score: it is left out of the mean, the
+interval and the per-class metrics, instead of counting as 0. If more than `max_error_rate` of the rows
+fail, the evaluation raises `EvaluationFailed` naming the first error, so the run FAILS before any model
+is logged; with the default 0.0 one failed row is enough. Once the limit is crossed nothing more is sent:
+DSPy's `Evaluate` stops at `max_errors` failures, set one past what our limit allows, and an example after
+the limit is refused before its program runs. An answer the adapter cannot parse (`AdapterParseError`)
+is the model's wrong answer, not a failure: it scores 0 and its prediction is empty.
+
     >>> outcome = evaluate_program(program, splits.examples("dev"), exact_match,
     ...                            outputs=["label"], ids=splits.ids("dev"), lm=lm)     # doctest: +SKIP
     >>> outcome.score, outcome.table.columns.tolist()                                   # doctest: +SKIP
@@ -14,6 +23,8 @@ leaves a trace with the metric's score attached as an assessment. The table has 
 from __future__ import annotations
 
 import functools
+import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,14 +33,16 @@ import dspy
 import mlflow
 import numpy as np
 import pandas as pd
+from dspy.utils.exceptions import AdapterParseError
 
 from pipelines.evaluation.metrics import as_score
 from pipelines.evaluation.stats import bootstrap_ci, macro_f1, statistic_ci
+from pipelines.lm.secrets import scrub, scrub_exception
 from pipelines.lm.usage import measure_usage
 
 
 class EvaluationFailed(RuntimeError):
-    pass
+    """More rows failed than the configured error rate allows: the scores would not be the model's."""
 
 
 def expected_col(field_name: str) -> str:
@@ -42,7 +55,7 @@ def predicted_col(field_name: str) -> str:
 
 @dataclass
 class EvalOutcome:
-    score: float  # mean metric in [0, 1]
+    score: float  # mean metric in [0, 1] over the rows that did not fail (NaN if none)
     table: pd.DataFrame
     usage: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -50,7 +63,7 @@ class EvalOutcome:
     label_sets: dict[str, list[str]] = field(default_factory=dict)  # output label fields: per-class metrics
 
     def ci(self, confidence: float = 0.95) -> tuple[float, float]:
-        _, low, high = bootstrap_ci(self.table["score"], confidence=confidence)
+        _, low, high = bootstrap_ci(self.table["score"].dropna(), confidence=confidence)  # failed rows: no score
         return low, high
 
     def metrics(self, prefix: str) -> dict[str, float]:
@@ -69,9 +82,10 @@ class EvalOutcome:
             out[f"{prefix}_latency_p95_s"] = float(lat.quantile(0.95))
             out[f"{prefix}_latency_p99_s"] = float(lat.quantile(0.99))
         out.update({f"{prefix}_{k}": float(v) for k, v in self.usage.items()})
+        answered = self.table[self.table["error"].isna()]  # a failed row is no evidence about any class
         for name, labels in self.label_sets.items():
             tag = prefix if len(self.label_sets) == 1 else f"{prefix}_{name}"
-            out.update(classification_metrics(self.table, name, labels, tag))
+            out.update(classification_metrics(answered, name, labels, tag))
         return out
 
     def log(self, prefix: str) -> None:
@@ -110,6 +124,23 @@ def scored(metric: Callable) -> Callable:
     return score
 
 
+def _key(inputs: dict) -> tuple:
+    """Identifies an example by its inputs: DSPy hands the program inputs, never the example's position."""
+    return tuple(sorted((k, repr(v)) for k, v in inputs.items()))
+
+
+def error_text(exc: BaseException, limit: int = 2000) -> str:
+    """`Type: message`, API keys scrubbed, cut to `limit` characters (a provider may return a whole page)."""
+    return scrub(f"{type(exc).__name__}: {exc}")[:limit]
+
+
+def allowed_errors(n: int, max_error_rate: float) -> int:
+    """How many of `n` rows may fail: error rate = failed / n must not exceed `max_error_rate`."""
+    if not 0.0 <= max_error_rate <= 1.0:
+        raise ValueError(f"eval.max_error_rate must be a fraction in [0, 1], got {max_error_rate!r}")
+    return math.floor(max_error_rate * n + 1e-9)  # 0.3 * 10 is 3, not 2.9999...
+
+
 def evaluate_program(
     program: dspy.Module,
     examples: list[dspy.Example],
@@ -122,26 +153,61 @@ def evaluate_program(
     num_threads: int = 1,
     display_progress: bool = False,
     label_sets: dict[str, list[str]] | None = None,
+    max_error_rate: float = 0.0,
 ) -> EvalOutcome:
-    """Score `program` on `examples`; `ids` (default 0..n-1) name the rows that pair results across models."""
-    errors_seen: list[BaseException] = []
+    """Score `program` on `examples`; `ids` (default 0..n-1) name the rows that pair results across models.
+
+    Raises `EvaluationFailed` when more than `max_error_rate` of the rows fail (see the module docstring)."""
+    allowed = allowed_errors(len(examples), max_error_rate)
+    failures: dict[tuple, list[str]] = {}  # example inputs -> the program's error texts, in order
+    seen: list[str] = []  # every failure's text, program's and metric's, in the order they happened
+    lock = threading.Lock()
+
+    def record(exc: BaseException, prefix: str = "") -> str:
+        scrub_exception(exc)  # DSPy's executor logs it and MLflow traces it next: keys out first
+        text = prefix + error_text(exc)
+        with lock:
+            seen.append(text)
+        return text
 
     def timed(**inputs):
+        if len(seen) > allowed:  # the run fails anyway: send nothing more (DSPy counts this and stops)
+            raise RuntimeError("not run: the evaluation's error limit was already exceeded")
         start = time.perf_counter()
         try:
             prediction = program(**inputs)
+        except AdapterParseError:  # the LM answered, unreadably: a wrong answer, scored 0 below
+            prediction = dspy.Prediction()
+            prediction._unparsed = True
         except Exception as exc:
-            errors_seen.append(exc)  # DSPy's executor reports only "cancelled due to errors" at the end
+            text = record(exc)
+            with lock:
+                failures.setdefault(_key(inputs), []).append(text)
             raise
         prediction._latency_s = time.perf_counter() - start  # underscore: not an output field
         return prediction
 
+    as_float = scored(metric)
+
+    @functools.wraps(metric)  # MLflow names the trace assessment after the metric
+    def measured(example, prediction, trace=None):
+        # Not re-raised: under autolog MLflow's metric patch swallows the exception and hands DSPy a None
+        # score, which breaks DSPy's sum. NaN is "no score", and the row is marked failed.
+        if getattr(prediction, "_unparsed", False):
+            return 0.0  # no answer to show the metric, which may not expect an empty prediction
+        try:
+            return as_float(example, prediction, trace)
+        except Exception as exc:
+            prediction._metric_error = record(exc, prefix="metric raised ")
+            return float("nan")
+
     evaluator = dspy.Evaluate(
         devset=examples,
-        metric=scored(metric),
+        metric=measured,
         num_threads=num_threads,
         display_progress=display_progress,
         provide_traceback=True,
+        max_errors=allowed + 1,  # DSPy stops at this many failures: just past what our limit allows
     )
     overrides = {k: v for k, v in {"lm": lm, "adapter": adapter}.items() if v is not None}
     start = time.perf_counter()
@@ -149,33 +215,36 @@ def evaluate_program(
         try:
             result = evaluator(timed)
         except Exception as exc:
-            if not errors_seen:
+            if not seen:
                 raise
-            first = errors_seen[0]
-            raise EvaluationFailed(
-                f"evaluation stopped after {len(errors_seen)} failed examples; first error: "
-                f"{type(first).__name__}: {first}"
-            ) from exc
+            raise EvaluationFailed(_failed_message(len(seen), len(examples), allowed, seen[0])) from exc
     wall = time.perf_counter() - start
 
     ids = list(ids) if ids is not None else list(range(len(examples)))
-    rows, errors = [], 0
+    rows = []
     for row_id, (example, prediction, score) in zip(ids, result.results, strict=True):
-        answered = prediction is not None and any(getattr(prediction, f, None) is not None for f in outputs)
-        errors += not answered
+        # DSPy puts an empty Prediction in a row whose program raised; ours carry their latency.
+        error = getattr(prediction, "_metric_error", None)
+        if not hasattr(prediction, "_latency_s"):
+            pending = failures.get(_key(example.inputs().toDict())) or ["no result (the program raised)"]
+            error = pending.pop(0)
         row = {"row_id": row_id, **example.inputs().toDict()}
         for f in outputs:
             row[expected_col(f)] = example.get(f)
-            row[predicted_col(f)] = getattr(prediction, f, None) if prediction is not None else None
+            row[predicted_col(f)] = getattr(prediction, f, None)
         row |= {
-            "score": float(score) if score is not None else 0.0,
+            "score": float("nan") if error else float(score),
             "latency_s": getattr(prediction, "_latency_s", None),
-            "error": None if answered else "no prediction (the program raised or returned no output)",
+            "error": error,
         }
         rows.append(row)
+    errors = sum(row["error"] is not None for row in rows)
+    if errors > allowed:  # e.g. failed metrics, which DSPy's executor never sees
+        raise EvaluationFailed(_failed_message(errors, len(examples), allowed, seen[0]))
     table = pd.DataFrame(rows)
+    scores = table["score"].dropna() if len(table) else pd.Series(dtype=float)
     return EvalOutcome(
-        score=float(table["score"].mean()) if len(table) else 0.0,  # DSPy's own figure is a rounded percentage
+        score=float(scores.mean()) if len(scores) else float("nan"),  # DSPy's own figure counts failures as 0
         table=table,
         usage=usage.summary(),
         wall_s=wall,
@@ -184,10 +253,30 @@ def evaluate_program(
     )
 
 
+def _failed_message(errors: int, n: int, allowed: int, first: str) -> str:
+    return (
+        f"evaluation failed: {errors} of {n} examples raised, more than the {allowed} that eval.max_error_rate "
+        f"allows; first error: {first}"
+    )
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     num_threads: int = 1  # the embedded model serialises calls anyway; raise it for provider LMs
     display_progress: bool = False
+    max_error_rate: float = 0.0  # the fraction of rows that may fail (and go unscored) before the run FAILS
+
+    def __post_init__(self):
+        allowed_errors(0, self.max_error_rate)  # a config error now, not after the first LM calls
+
+    @classmethod
+    def from_config(cls, eval_cfg) -> EvalSettings:
+        """From the `eval` config group (`conf/_base.yaml`)."""
+        return cls(
+            num_threads=eval_cfg.num_threads,
+            display_progress=eval_cfg.display_progress,
+            max_error_rate=float(eval_cfg.get("max_error_rate", 0.0)),
+        )
 
 
 def evaluate_split(
@@ -205,4 +294,5 @@ def evaluate_split(
         num_threads=settings.num_threads,
         display_progress=settings.display_progress,
         label_sets=task.output_label_sets,
+        max_error_rate=settings.max_error_rate,
     )

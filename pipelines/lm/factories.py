@@ -4,6 +4,12 @@ Keys never enter config: a provider config names the environment variable that h
 (`api_key_env: OPENAI_API_KEY`) and the key is read here, at build time, into the in-memory LM only.
 MLflow's DSPy tracing drops `api_key` from span attributes, and our model format (see
 `pipelines.registry.model_format`) stores this config, not the LM object, so the key stays in the environment.
+The key's value is also registered with `pipelines.lm.secrets`, which scrubs it from error text (a provider
+may echo it back) before that text reaches a trace, a tag, a log or a results table.
+
+Every provider call is bounded: `timeout` seconds per request (LiteLLM's own default is 6,000 s) and
+`num_retries` retries of transient failures (DSPy's retry loop: exponential backoff, 1, 2, 4 ... s, or the
+provider's `Retry-After` on a 429).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from pathlib import Path
 import dspy
 
 from pipelines.lm.llama_engine import FT_MARK, LlamaCppEngine
+from pipelines.lm.secrets import register_secret
+from pipelines.lm.usage import install_request_hook
 from pipelines.lm.weights import check_gguf, file_digest, resolve_model_path
 
 
@@ -85,16 +93,25 @@ def provider_lm(
     temperature: float = 0.0,
     max_tokens: int = 512,
     num_retries: int = 3,
+    timeout: float | None = 30.0,
     cache: bool = True,
     engine: str = "litellm",
     require_key: bool = True,
     **extra,
 ) -> dspy.LM:
-    """A hosted or self-served model through LiteLLM (`openai/...`, `anthropic/...`, vLLM, Ollama)."""
+    """A hosted or self-served model through LiteLLM (`openai/...`, `anthropic/...`, vLLM, Ollama).
+
+    `timeout` (seconds) bounds each request, hung or slow; `num_retries` retries the transient failures
+    (timeouts, 429, 5xx, connection errors) with backoff. `timeout=None` waits as long as LiteLLM does."""
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"lm.timeout must be a positive number of seconds or null, got {timeout!r}")
     kwargs = dict(extra)
+    if timeout is not None:
+        kwargs["timeout"] = float(timeout)  # dspy.LM hands it to LiteLLM with every request
     if api_key_env:
         key = os.environ.get(api_key_env)
         if key:
+            register_secret(key)  # before any call can fail with it in the error text
             kwargs["api_key"] = key
         elif require_key:
             raise MissingAPIKeyError(
@@ -107,6 +124,7 @@ def provider_lm(
         kwargs["api_key"] = "no-key"
     if api_base:
         kwargs["api_base"] = api_base
+    install_request_hook()  # budgets count every request this LM sends, retries included
     return dspy.LM(
         model,
         temperature=temperature,

@@ -5,13 +5,24 @@
     >>> usage.summary()                                      # doctest: +SKIP
     {'lm_calls': 1, 'input_tokens': 212, 'output_tokens': 9, 'cost_usd': 0.0}
 
-DSPy records usage only for calls that reached a model (cache hits are free and not counted).
-Cost uses LiteLLM's price table for provider models; the embedded model (`local/...`) costs 0.
+DSPy records usage only for calls that reached a model and answered (cache hits are free and not
+counted). Cost uses LiteLLM's price table for provider models; the embedded model (`local/...`) costs 0.
+
+Requests are counted separately, as each one is SENT (`count_requests`): DSPy retries a failed provider
+call itself (`num_retries`), each attempt one LiteLLM request, and a failed attempt records no usage. So
+"calls answered" undercounts what a failing provider is sent; a budget must bound requests.
+
+    >>> with count_requests() as sent:                       # doctest: +SKIP
+    ...     program(text="hello")                            # one call, failed once, retried
+    >>> sent.count                                           # doctest: +SKIP
+    2
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -56,3 +67,66 @@ class Usage:
 def measure_usage() -> Iterator[Usage]:
     with dspy.track_usage() as tracker:
         yield Usage(tracker)
+
+
+class RequestCount:
+    """Provider requests sent while active, retries included. `gate(sent_so_far)` runs before each one is
+    sent and may raise a `BaseException` to stop it (LiteLLM swallows `Exception`s from its hooks)."""
+
+    def __init__(self, gate: Callable[[int], None] | None = None):
+        self.count = 0
+        self.gate = gate
+        self._lock = threading.Lock()
+
+    def before_send(self) -> None:
+        with self._lock:  # DSPy's evaluator and optimisers send from several threads
+            if self.gate is not None:
+                try:
+                    self.gate(self.count)  # a BaseException stops the request: not sent, not counted
+                except Exception:  # noqa: S110 (LiteLLM would ignore it and send anyway: so it is counted)
+                    pass
+            self.count += 1
+
+
+_ACTIVE: list[RequestCount] = []
+_ACTIVE_LOCK = threading.Lock()
+_HOOK = None
+
+
+def install_request_hook() -> None:
+    """One LiteLLM input callback per process: LiteLLM calls it right before every HTTP request it sends
+    (each DSPy attempt is one, since DSPy passes num_retries=0 to LiteLLM and retries itself).
+
+    Installed when a provider LM is built (`provider_lm`), so a run on the embedded model never pays
+    LiteLLM's import (seconds)."""
+    global _HOOK
+    if _HOOK is not None:
+        return
+    import litellm
+    from litellm.integrations.custom_logger import CustomLogger
+
+    class _RequestHook(CustomLogger):
+        def log_pre_api_call(self, model, messages, kwargs):
+            with _ACTIVE_LOCK:
+                active = list(_ACTIVE)
+            for counter in active:
+                counter.before_send()
+
+    _HOOK = _RequestHook()
+    litellm.input_callback.append(_HOOK)
+
+
+@contextmanager
+def count_requests(gate: Callable[[int], None] | None = None) -> Iterator[RequestCount]:
+    """Count every provider request this process sends inside the block (all threads; the embedded
+    model sends none: its calls are counted by `measure_usage`)."""
+    if "litellm" in sys.modules:  # an LM built some other way than `provider_lm`; never import it here
+        install_request_hook()
+    counter = RequestCount(gate)
+    with _ACTIVE_LOCK:
+        _ACTIVE.append(counter)
+    try:
+        yield counter
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.remove(counter)

@@ -18,7 +18,7 @@ import mlflow
 
 from pipelines.data.task import Task
 from pipelines.evaluation.scoring import EvalSettings, evaluate_split
-from pipelines.lm.usage import measure_usage
+from pipelines.lm.usage import count_requests, measure_usage
 from pipelines.optimizers.budget import Budget, BudgetExceeded, BudgetGuard
 from pipelines.optimizers.compile import OptimizerSpec, compile_program
 from pipelines.optimizers.stages import StageLog, log_stages, raise_on_step_error
@@ -62,8 +62,9 @@ def compile_within_budget(
     """Compile on train (valset: val) under the budget; on a budget stop return the best program seen so far."""
     stages = StageLog()
     compiled, stopped = program, None
-    with measure_usage() as usage, logging_scope or nullcontext():
-        guard = BudgetGuard(budget, usage)
+    with measure_usage() as usage, count_requests() as requests, logging_scope or nullcontext():
+        guard = BudgetGuard(budget, usage, requests)
+        requests.gate = guard.before_request  # checked as each request goes out, retries included
         try:
             with dspy.context(callbacks=[*dspy.settings.callbacks, guard]):
                 compiled = compile_program(
@@ -82,7 +83,9 @@ def compile_within_budget(
         finally:
             guard.armed = False
     log_stages(compiled, stages)
-    mlflow.log_metrics({f"compile_{k}": v for k, v in usage.summary().items()})
+    # lm_calls: calls answered; lm_requests: requests sent, failed and retried ones included (what a budget bounds)
+    spent = usage.summary() | {"lm_requests": requests.count}
+    mlflow.log_metrics({f"compile_{k}": v for k, v in spent.items()})
     mlflow.set_tag("stopped_by_budget", stopped or "false")
     if spec.fail_on_step_error:
         raise_on_step_error(compiled, stages)  # after logging: the run shows what happened, then FAILS

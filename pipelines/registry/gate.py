@@ -7,6 +7,10 @@ Both tables are per-example results on one split with one data digest, paired by
 paired test (McNemar's exact test for 0/1 scores, a paired bootstrap otherwise) is one-sided:
 "is the challenger better?". `min_gain` guards against promoting a significant but negligible gain;
 `required` names other per-example metrics (table columns) that must not get worse by more than `tolerance`.
+
+A row with an `error` (the model's LM failed on it) is no evidence either way: a challenger whose results
+hold any is refused outright, before any test, and `force` does not override that (it overrides the
+evidence, not a failure). Failed champion rows refuse the comparison too: score the champion again.
 """
 
 from __future__ import annotations
@@ -75,6 +79,22 @@ def worse_required(
     ]
 
 
+def failed_rows(table: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows of a results table whose example raised (non-null `error`); none for an older table without one."""
+    if table is None or "error" not in table:
+        return pd.DataFrame()
+    return table[table["error"].notna()]
+
+
+def _refusal(role: str, failed: pd.DataFrame, total: int) -> Decision:
+    first = failed.iloc[0]
+    return Decision(
+        False,
+        f"the {role}'s results hold {len(failed)} failed example(s) of {total} (first: row {first.get('row_id')}: "
+        f"{str(first['error'])[:300]}); a failure is not evidence: fix the LM and score again",
+    )
+
+
 def decide(
     challenger: pd.DataFrame,
     champion: pd.DataFrame | None,
@@ -84,6 +104,9 @@ def decide(
     required: list[str] | None = None,
     tolerance: float = 0.0,
 ) -> Decision:
+    for role, table in (("challenger", challenger), ("champion", champion)):
+        if len(failed := failed_rows(table)):
+            return _refusal(role, failed, len(table))
     if champion is None:
         return Decision(True, "no current champion")
     a, b = align(challenger, champion)

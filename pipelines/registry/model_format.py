@@ -210,12 +210,17 @@ def attach_finetuned_weights(spec: dict[str, Any], program: dspy.Module) -> dict
 
 
 def log_program_model(
-    program: dspy.Module, spec: dict[str, Any], input_example: pd.DataFrame | None = None, name: str = "model"
-) -> str:
-    """Log `program` as a pyfunc model in the active run; returns the model URI.
+    program: dspy.Module,
+    spec: dict[str, Any],
+    input_example: pd.DataFrame | None = None,
+    name: str = "model",
+    prompts: list[str] | None = None,
+) -> mlflow.models.model.ModelInfo:
+    """Log `program` as a pyfunc model in the active run; returns its ModelInfo (`model_uri`, `model_id`).
 
     Its signature is the task's contract: the program's top-level inputs and all of its outputs, typed
-    (an intermediate field of a multi-stage program is neither)."""
+    (an intermediate field of a multi-stage program is neither). `prompts` (registry URIs, see
+    `pipelines.registry.prompts`) are linked to the model, so its page lists them."""
     signature = Contract.from_dict(spec["contract"]).mlflow_signature()
     spec = json.loads(json.dumps(spec))  # ours to change
     extra_artifacts = attach_finetuned_weights(spec, program)
@@ -237,5 +242,6 @@ def log_program_model(
             signature=signature,
             input_example=input_example,
             pip_requirements=project_requirements(),
+            prompts=prompts or None,
         )
-    return info.model_uri
+    return info

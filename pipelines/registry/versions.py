@@ -31,6 +31,7 @@ class LoadedProgram:
     adapter: object | None
     spec: dict = field(default_factory=dict)  # the model's spec.json: contract, task settings, configs
     version: ModelVersion | None = None
+    model_id: str | None = None  # the logged model's id (MLflow 3): scores are logged against it
 
     def version_tags(self) -> dict[str, str]:
         if self.version is None:
@@ -63,9 +64,16 @@ def load_program(uri: str) -> LoadedProgram:
         version = resolve_version(uri)
     except MlflowException as exc:
         raise RegistryError(f"No model at {uri}: {exc.message}") from exc
-    model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    pyfunc_model = mlflow.pyfunc.load_model(uri)
+    model = pyfunc_model.unwrap_python_model()
     return LoadedProgram(
-        uri=uri, program=model.program, lm=model.lm, adapter=model.adapter, spec=model.spec, version=version
+        uri=uri,
+        program=model.program,
+        lm=model.lm,
+        adapter=model.adapter,
+        spec=model.spec,
+        version=version,
+        model_id=pyfunc_model.metadata.model_id,
     )
 
 

@@ -2,14 +2,22 @@
 
 Every run logs the resolved Hydra config (secrets redacted) as `config.yaml`, its flattened values
 as params, and tags for the entry point, task, optimiser, LM and git commit. An exception inside the
-run marks it FAILED (MLflow's own context manager does that) after tagging it with the reason, so a
-run is never left RUNNING.
+run marks it FAILED (MLflow's own context manager does that) after tagging it with the reason (API keys
+scrubbed), and SIGTERM is turned into such an exception.
+
+A process killed hard (`kill -9`, the OOM killer, a lost machine) cannot end its run, so each run also
+records the process that owns it (`process.pid`, `process.host`, `process.start`), and every entry point,
+as it starts, marks the RUNNING runs of its experiment whose process on this host is gone as KILLED, with
+the reason in `killed_reason` (`mark_stale_runs`). A sqlite store is created once under a file lock
+(`ensure_store`): two runs starting together on a new store would otherwise both create its schema.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -18,12 +26,90 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines.config import PROJECT_ROOT, flatten, redact, to_container
+from pipelines.lm.secrets import scrub
 
+log = logging.getLogger(__name__)
 MAX_PARAM_CHARS = 6000  # MLflow's limit for one param value
 SWEEP_PARENT_ENV = "PIPELINES_SWEEP_PARENT_RUN_ID"  # set by pipelines.tracking.sweep.MLflowSweep
+PID_TAG, HOST_TAG, START_TAG = "process.pid", "process.host", "process.start"
+KILLED_REASON_TAG = "killed_reason"
+_READY_STORES: set[str] = set()  # sqlite files this process has seen created (or found complete)
+
+
+def ensure_store(uri: str) -> None:
+    """Create a sqlite store's schema, once, while holding an exclusive `flock` on `<db>-lock`.
+
+    MLflow creates the tables the first time a process touches a new file; two processes doing that at
+    once fail (`table ... already exists`). Under the lock the first creates them and the others find them.
+    The lock file's name follows SQLite's own `<db>-wal`/`-journal` (and the `mlflow.db-*` ignore rule)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]  # sqlite:////abs/x.db -> /abs/x.db
+    if path in _READY_STORES or path == ":memory:":
+        return
+    import fcntl  # POSIX only, like the rest of the tooling; imported here so the module loads anywhere
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates or checks the schema
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY_STORES.add(path)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields after the command name in /proc/<pid>/stat (Linux): [0] state, [19] start time in ticks."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_tags() -> dict[str, str]:
+    """Who owns the run: pid and host, and the process's start time so a reused pid is told apart."""
+    stat = _proc_stat(os.getpid())
+    tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    return tags | ({START_TAG: stat[19]} if stat else {})
+
+
+def process_alive(pid: int, start: str | None = None) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc (macOS): the pid exists, so assume it is the run's
+    if stat[0] in ("Z", "X"):  # a zombie has finished: its parent just has not collected it
+        return False
+    return start is None or stat[19] == start  # another start time: the pid now belongs to another process
+
+
+def mark_stale_runs(experiment_id: str, reason_by: str = "a later run") -> list[str]:
+    """Mark KILLED the RUNNING runs of `experiment_id` whose recorded process on THIS host is gone.
+
+    Runs of other hosts are left alone (their processes cannot be checked from here), as are runs with no
+    recorded process (a sweep's parent, a run started by other tools). Returns the ids marked."""
+    client, host, marked = MlflowClient(), socket.gethostname(), []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        if tags.get(HOST_TAG) != host or not pid.isdigit() or process_alive(int(pid), tags.get(START_TAG)):
+            continue
+        reason = f"its process {pid} on {host} ended without closing the run (killed hard?); found by {reason_by}"
+        client.set_tag(run.info.run_id, KILLED_REASON_TAG, reason)
+        client.set_terminated(run.info.run_id, "KILLED")
+        log.warning("run %s marked KILLED: %s", run.info.run_id, reason)
+        marked.append(run.info.run_id)
+    return marked
 
 
 def configure_tracking(tracking: DictConfig) -> str:
@@ -32,6 +118,8 @@ def configure_tracking(tracking: DictConfig) -> str:
     A new experiment on a local store keeps its artifacts beside the database (`mlartifacts/` at the
     project root), not in whatever directory the command ran from.
     """
+    for uri in {tracking.uri, tracking.get("registry_uri") or tracking.uri}:
+        ensure_store(uri)  # before MLflow touches a new store file
     mlflow.set_tracking_uri(tracking.uri)
     mlflow.set_registry_uri(tracking.get("registry_uri") or tracking.uri)
     # MLFLOW_EXPERIMENT_ID wins, as everywhere in MLflow; `mlflow run --experiment-name X` sets it, so
@@ -103,6 +191,10 @@ def tracked_run(cfg: DictConfig, entry: str, run_name: str | None = None) -> Ite
 def started_run(tracking, run_name: str | None, tags: dict, config: dict) -> Iterator[mlflow.ActiveRun]:
     """The run itself: under a sweep a child of its parent, under `mlflow run` the launcher's run."""
     experiment_id = configure_tracking(tracking)
+    try:
+        mark_stale_runs(experiment_id, reason_by=f"the {tags.get('entry_point')} run of pid {os.getpid()}")
+    except Exception as exc:  # noqa: BLE001 (housekeeping must never stop the run itself)
+        log.warning("could not check for stale runs: %s", exc)
     # `mlflow run` creates a run and passes its id in MLFLOW_RUN_ID: log into that run, so the run it
     # prints is the one holding the results. Popped so later start_run calls are not hijacked by it.
     launcher_run = os.environ.pop("MLFLOW_RUN_ID", None)
@@ -114,12 +206,12 @@ def started_run(tracking, run_name: str | None, tags: dict, config: dict) -> Ite
     else:
         kwargs = {"experiment_id": experiment_id, "run_name": run_name}
     with mlflow.start_run(**kwargs) as run, _sigterm_as_exit():
-        mlflow.set_tags(tags)
+        mlflow.set_tags(tags | process_tags())
         log_config(config)
         try:
             yield run
         except BaseException as exc:
-            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.set_tag("error", scrub(f"{type(exc).__name__}: {exc}")[:5000])  # a provider may echo the key
             raise
 
 
