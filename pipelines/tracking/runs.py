@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -211,8 +212,23 @@ def started_run(tracking, run_name: str | None, tags: dict, config: dict) -> Ite
         try:
             yield run
         except BaseException as exc:
-            mlflow.set_tag("error", scrub(f"{type(exc).__name__}: {exc}")[:5000])  # a provider may echo the key
+            record_failure(run.info.run_id, scrub(f"{type(exc).__name__}: {exc}")[:5000])  # a provider may echo the key
             raise
+
+
+def record_failure(run_id: str, reason: str, attempts: int = 5) -> None:
+    """Tag the reason and mark the run FAILED, retrying: a signal can land mid-write, and a busy sqlite store
+    answers "database is locked" for a moment. MLflow's own end_run follows; this makes sure it is not the
+    only chance to leave RUNNING behind."""
+    client = mlflow.MlflowClient()
+    for attempt in range(attempts):
+        try:
+            client.set_tag(run_id, "error", reason)
+            client.set_terminated(run_id, "FAILED")
+            return
+        except Exception as exc:  # noqa: BLE001 (the original failure is what propagates)
+            log.warning("recording the failure of run %s (attempt %d): %s", run_id, attempt + 1, exc)
+            time.sleep(0.5 * (attempt + 1))
 
 
 @contextmanager
