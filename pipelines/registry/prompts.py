@@ -85,7 +85,7 @@ def register_program_prompts(
     tags = {"run_id": run.info.run_id} if run else {}
     uris = []
     for name, predictor in program.named_predictors():
-        version = mlflow.genai.register_prompt(
+        kwargs = dict(
             name=prompt_name(model_name, name),
             template=chat_template(predictor),
             commit_message=message,
@@ -93,6 +93,13 @@ def register_program_prompts(
             response_format=response_format(predictor.signature),
             model_config=_model_config(lm_config),
         )
+        try:
+            version = mlflow.genai.register_prompt(**kwargs)
+        except mlflow.exceptions.MlflowException as exc:
+            # Two processes creating a prompt's first version at once (a sweep): the loser adds a version.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            version = mlflow.genai.register_prompt(**kwargs)
         uris.append(version.uri)
     return uris
 
