@@ -144,16 +144,11 @@ def register(
                 cfg,
                 version,
                 source,
-                decision,
-                split,
-                digest,
-                force,
-                champion,
-                challenger_table,
-                champion_table,
-                model_uri,
-                run.info.run_id,
-                digests.get("test"),
+                Comparison(decision, champion, challenger_table, champion_table),
+                Evidence(split, digest, digests.get("test")),
+                force=force,
+                model_uri=model_uri,
+                register_run_id=run.info.run_id,
             )
             if surfaces:  # the prompts follow the model's aliases, so prompts:/NAME@champion is the champion's
                 move_prompt_aliases(f"models:/{name}/{version.version}", cfg.registry.challenger_alias)
@@ -204,22 +199,31 @@ def register(
         )
 
 
+@dataclass
+class Comparison:
+    """What the gate compared and decided (tables are None when nothing was scored)."""
+
+    decision: Decision
+    champion: object | None
+    challenger_table: pd.DataFrame | None
+    champion_table: pd.DataFrame | None
+
+
+@dataclass
+class Evidence:
+    """Which data the decision rests on: the gate split and its digest, and the held-out split's digest."""
+
+    split: str
+    digest: str
+    test_digest: str | None = None
+
+
 def _record_decision(
-    client,
-    cfg,
-    version,
-    source,
-    decision,
-    split,
-    digest,
-    force,
-    champion,
-    challenger_table,
-    champion_table,
-    model_uri,
-    register_run_id,
-    test_digest=None,
+    client, cfg, version, source, comparison: Comparison, evidence: Evidence, *, force, model_uri, register_run_id
 ) -> None:
+    decision, champion = comparison.decision, comparison.champion
+    challenger_table, champion_table = comparison.challenger_table, comparison.champion_table
+    split, digest, test_digest = evidence.split, evidence.digest, evidence.test_digest
     name = version.name
     src_tags = source.data.tags
     tags = {
