@@ -52,8 +52,11 @@ def reset_mlflow_state() -> None:
     """Clear what earlier tests leave in the process: MLflow's env vars (`mlflow.set_experiment` exports
     MLFLOW_EXPERIMENT_ID, which our entry points honour as the launcher's) and active runs. Module-scoped
     fixtures run before the per-test `_isolate` below, so they call this themselves."""
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_REGISTRY_URI"):
         os.environ.pop(var, None)
+    # `mlflow.set_registry_uri` (our Session sets one) also keeps the URI in a module global; a later
+    # MlflowClient(tracking_uri) would otherwise reach the previous test's registry.
+    mlflow.tracking._model_registry.utils._registry_uri = None
     while mlflow.active_run() is not None:
         mlflow.end_run()
 
@@ -64,6 +67,7 @@ def _isolate(monkeypatch):
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     yield
     reset_mlflow_state()
     dspy.configure(lm=None, adapter=None)

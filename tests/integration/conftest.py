@@ -95,7 +95,9 @@ class Project:
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        return env | {"MLFLOW_TRACKING_URI": self.server.url}
+        # DSPy's disk cache ignores api_base in its key: answers cached by an earlier run against another
+        # fake server (a hung request that finished after its 504) must not answer this one.
+        return env | {"MLFLOW_TRACKING_URI": self.server.url, "DSPY_CACHEDIR": str(self.work / "dspy_cache")}
 
     def overrides(self) -> list[str]:
         return [

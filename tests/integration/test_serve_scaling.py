@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 import requests
@@ -34,7 +35,8 @@ def test_a_hung_lm_answers_504_within_the_timeout_and_the_server_keeps_serving(p
     with serving_champion(project.server.url, overrides=overrides, env=project.env) as url:
         assert ask(url, "where is my suitcase").json() == {"predictions": [{"label": "lost_luggage"}]}
         start = time.monotonic()
-        hung = ask(url, "HANG on, where is my flight")  # the fake LM sleeps far past the timeout
+        # The fake LM sleeps far past the timeout; a fresh text each run, so no cache can answer it.
+        hung = ask(url, f"HANG on, where is my flight {uuid.uuid4().hex[:8]}")
         assert hung.status_code == 504
         assert time.monotonic() - start < TIMEOUT_S + 5
         assert requests.get(f"{url}/ping", timeout=5).status_code == 200

@@ -29,7 +29,8 @@ def test_concurrent_runs_and_a_sweep_land_on_the_server(project, champion):
 
 
 def test_register_makes_a_champion_on_the_server(project, champion):
-    client = MlflowClient(project.server.url)
+    # The registry URI is named too: an in-process test before this one may have set a global one.
+    client = MlflowClient(tracking_uri=project.server.url, registry_uri=project.server.url)
     version = client.get_model_version_by_alias(champion, "champion")
     assert version.version == "1"
     assert client.get_run(version.run_id).info.status == "FINISHED"
