@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup main test serve ui server server-stop server-status score clean
+.PHONY: setup main test serve ui server server-stop server-status score clean clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -42,6 +42,9 @@ score: setup  ## batch-score with the champion on Spark: make score ARGS="input=
 
 ui: setup  ## the tracking UI on the project's store (with `make server` running, the server IS the UI)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
+
+clean-runs: setup  ## mark KILLED the RUNNING runs whose process is gone (entry points also do it as they start)
+	$(PY) -m pipelines.clean_runs $(ARGS)
 
 clean:  ## run outputs only; keeps .venv and the model cache
 	rm -rf mlflow.db mlartifacts outputs multirun

@@ -7,13 +7,13 @@
 
 A model brings its own LM and adapter (rebuilt from its logged config), so a champion is scored with
 exactly what it would serve with, on the task and data settings its training run recorded (unless the
-command line changes the task).
+command line changes the task). Its guards too, unless `guard=<name>` chooses others.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dspy
 import mlflow
@@ -26,6 +26,7 @@ from pipelines.data.task import Task
 from pipelines.evaluation.plots import classification_figures, figures_html, latency_figure
 from pipelines.evaluation.scoring import EvalOutcome, EvalSettings, evaluate_split, predicted_col
 from pipelines.evaluation.stats import bootstrap_ci
+from pipelines.guards import GuardSet
 from pipelines.programs import build_program
 from pipelines.registry.versions import load_program
 from pipelines.session import Session
@@ -81,7 +82,7 @@ def evaluate(
     fresh: bool = False,
 ) -> EvaluateResult:
     session = session or Session.start(cfg)
-    settings = EvalSettings.from_config(cfg.eval)
+    settings = EvalSettings.from_config(cfg.eval, cfg.get("guard"))
     split = split or cfg.eval.split
     model_uri = None if fresh else (model_uri or default_model_uri(cfg))
     with tracked_run(cfg, "evaluate", run_name=cfg.run_name or f"evaluate-{cfg.task.name}-{split}") as run:
@@ -96,6 +97,8 @@ def evaluate(
             loaded = load_program(model_uri)
             program, lm, adapter = loaded.program, loaded.lm, loaded.adapter
             mlflow.set_tags({"evaluated_model": model_uri} | loaded.version_tags())
+            if not settings.guards:  # no `guard=` given: the guards the model serves with
+                settings = replace(settings, guards=GuardSet.from_config(loaded.spec.get("guard")))
         outcome = evaluate_split(program, task, split, settings, lm=lm, adapter=adapter)
         if cfg.get("extra_metrics"):
             judged = {

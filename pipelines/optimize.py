@@ -22,7 +22,7 @@ from pipelines.config import to_container
 from pipelines.data.task import Task
 from pipelines.evaluation.scoring import EvalSettings
 from pipelines.optimizers.budget import Budget
-from pipelines.optimizers.compile import build_optimizer, check_finetuning
+from pipelines.optimizers.compile import build_optimizer, check_finetuning, check_split_sizes
 from pipelines.optimizers.run import optimize_program
 from pipelines.programs import build_program
 from pipelines.registry.model_format import build_spec, log_program_model
@@ -56,12 +56,13 @@ def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "opti
     session = session or Session.start(cfg)
     spec = build_optimizer(cfg.optimizer, session.lm, session.prompt_lm)
     budget = Budget(**to_container(cfg.budget))
-    settings = EvalSettings.from_config(cfg.eval)
+    settings = EvalSettings.from_config(cfg.eval, cfg.get("guard"))
     run_name = cfg.run_name or f"{entry}-{spec.name}-{cfg.task.name}"
     with tracked_run(cfg, entry, run_name=run_name) as run:
         check_finetuning(spec, session.lm)  # before any data or LM call: the run FAILS with the reason, nothing spent
         task = Task.from_config(cfg.task)
         task.splits.require(*cfg.report_splits)
+        check_split_sizes(spec, len(task.examples("train")), len(task.examples("val")))
         task.splits.log_to_mlflow()
         program, program_config = build_program(cfg.program, task.contract)
         result = optimize_program(
@@ -83,6 +84,7 @@ def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "opti
             adapter_config=to_container(cfg.adapter) if cfg.get("adapter") else None,
             task_config=task.config,
             num_threads=settings.num_threads,
+            guard_config=to_container(cfg.guard) if cfg.get("guard") else None,
         )
         example = task.splits.frame(cfg.report_splits[0])[task.contract.input_names].head(2)
         surfaces = genai_surfaces(cfg)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import get_args
 
 import dspy
+import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, MissingConfigException
@@ -613,3 +614,41 @@ def test_flatten_a_composed_config_gives_mlflow_params(make_cfg):
     assert flat["task.data.train_size"] == 16
     assert flat["lm._target_"] == "pipelines.lm.local_lm"
     assert all(not isinstance(v, dict) for v in flat.values())
+
+
+@pytest.mark.parametrize(
+    ("entry", "override", "key"),
+    [
+        ("train", "eval.split=validation", "eval.split"),
+        ("evaluate", "eval.split=validation", "eval.split"),
+        ("optimize", "report_splits=[dev,validation]", "report_splits"),
+    ],
+)
+def test_a_misnamed_split_fails_before_any_run_or_lm_call(make_cfg, entry, override, key):
+    from pipelines.data.splits import DataError
+    from pipelines.evaluate import evaluate
+    from pipelines.optimize import optimize
+    from tests.fakes import KeywordEngine
+
+    cfg = make_cfg(entry, [override])
+    calls = []
+    original = KeywordEngine.complete
+    KeywordEngine.complete = lambda self, request: calls.append(request) or original(self, request)
+    try:
+        with pytest.raises(DataError, match=rf"{key}: unknown split\(s\) \['validation'\]; choose from \['train', 'val', 'dev', 'test'\]"):
+            (evaluate if entry == "evaluate" else optimize)(cfg)
+    finally:
+        KeywordEngine.complete = original
+    assert calls == []
+    assert mlflow.MlflowClient(cfg.tracking.uri).get_experiment_by_name("test") is None
+
+
+def test_an_unknown_optimizer_setting_names_the_options_before_any_run(make_cfg):
+    from hydra.errors import InstantiationException
+
+    from pipelines.optimize import optimize
+
+    cfg = make_cfg("optimize", ["optimizer=miprov2", "optimizer.compiler.auto=superheavy"])
+    with pytest.raises(InstantiationException, match="Invalid value for auto: superheavy. Must be one of"):
+        optimize(cfg)
+    assert mlflow.MlflowClient(cfg.tracking.uri).get_experiment_by_name("test") is None

@@ -14,6 +14,15 @@ DSPy's `Evaluate` stops at `max_errors` failures, set one past what our limit al
 the limit is refused before its program runs. An answer the adapter cannot parse (`AdapterParseError`)
 is the model's wrong answer, not a failure: it scores 0 and its prediction is empty.
 
+Guards (`guard=` group, `pipelines.guards`) wrap the program when `EvalSettings.guards` holds any: inputs
+are checked before it runs, outputs after, as the served model does. The table then has a `guard` column
+(the row's hits, `name:action KIND`) and `refused_by`. A refused row is NOT a failure: it is the guarded
+model's deliberate answer, so it scores 0 (the user got no answer) with no `error`, and does not count
+against `max_error_rate`; the promotion gate, which refuses tables holding errors, can still compare.
+Comparable: input guards depend on the inputs alone, so two models under the same guards are refused on
+the same rows (a concordant pair, which McNemar's test ignores); an output refusal counts against the
+model that wrote it. Hits are run metrics `<split>_guard/<name>/hits` (and `/refused`).
+
     >>> outcome = evaluate_program(program, splits.examples("dev"), exact_match,
     ...                            outputs=["label"], ids=splits.ids("dev"), lm=lm)     # doctest: +SKIP
     >>> outcome.score, outcome.table.columns.tolist()                                   # doctest: +SKIP
@@ -37,6 +46,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from pipelines.evaluation.metrics import as_score
 from pipelines.evaluation.stats import bootstrap_ci, macro_f1, statistic_ci
+from pipelines.guards import Guarded, GuardRefused, GuardSet
 from pipelines.lm.secrets import scrub, scrub_exception
 from pipelines.lm.usage import measure_usage
 
@@ -82,6 +92,7 @@ class EvalOutcome:
             out[f"{prefix}_latency_p95_s"] = float(lat.quantile(0.95))
             out[f"{prefix}_latency_p99_s"] = float(lat.quantile(0.99))
         out.update({f"{prefix}_{k}": float(v) for k, v in self.usage.items()})
+        out.update(guard_metrics(self.table, prefix))
         answered = self.table[self.table["error"].isna()]  # a failed row is no evidence about any class
         for name, labels in self.label_sets.items():
             tag = prefix if len(self.label_sets) == 1 else f"{prefix}_{name}"
@@ -111,6 +122,25 @@ def classification_metrics(table: pd.DataFrame, name: str, labels: list[str], pr
         if mask.any():
             out[f"{prefix}_class_accuracy.{label}"] = float((predicted[mask] == code).mean())
     return out
+
+
+def guard_metrics(table: pd.DataFrame, prefix: str) -> dict[str, float]:
+    """Per guard: rows it hit and rows it refused, from the table's `guard`/`refused_by` columns (if any)."""
+    if "guard" not in table:
+        return {}
+    hits: dict[str, float] = {}
+    for labels in table["guard"].dropna():
+        for name in {label.split(":")[0] for label in labels.split("; ")}:
+            hits[name] = hits.get(name, 0.0) + 1
+    out = {f"{prefix}_guard/{name}/hits": n for name, n in hits.items()}
+    for name, n in table["refused_by"].dropna().value_counts().items():
+        out[f"{prefix}_guard/{name}/refused"] = float(n)
+    out[f"{prefix}_refused"] = float(table["refused_by"].notna().sum())
+    return out
+
+
+def _hit_labels(hits) -> str | None:
+    return "; ".join(f"{h.label()} {h.kind}" for h in hits) or None
 
 
 def scored(metric: Callable) -> Callable:
@@ -179,6 +209,10 @@ def evaluate_program(
         except AdapterParseError:  # the LM answered, unreadably: a wrong answer, scored 0 below
             prediction = dspy.Prediction()
             prediction._unparsed = True
+        except GuardRefused as refused:  # the guarded model's answer, not a failure: scored 0 below
+            prediction = dspy.Prediction()
+            prediction._unparsed = True
+            prediction._refused, prediction._guard_hits = refused.hit.guard, [refused.hit]
         except Exception as exc:
             text = record(exc)
             with lock:
@@ -237,6 +271,9 @@ def evaluate_program(
             "latency_s": getattr(prediction, "_latency_s", None),
             "error": error,
         }
+        if isinstance(program, Guarded):
+            row["guard"] = _hit_labels(getattr(prediction, "_guard_hits", []))
+            row["refused_by"] = getattr(prediction, "_refused", None)
         rows.append(row)
     errors = sum(row["error"] is not None for row in rows)
     if errors > allowed:  # e.g. failed metrics, which DSPy's executor never sees
@@ -265,17 +302,20 @@ class EvalSettings:
     num_threads: int = 1  # the embedded model serialises calls anyway; raise it for provider LMs
     display_progress: bool = False
     max_error_rate: float = 0.0  # the fraction of rows that may fail (and go unscored) before the run FAILS
+    guards: GuardSet | None = None  # wrap the program in these (`guard=` group); None or empty: unguarded
 
     def __post_init__(self):
         allowed_errors(0, self.max_error_rate)  # a config error now, not after the first LM calls
 
     @classmethod
-    def from_config(cls, eval_cfg) -> EvalSettings:
-        """From the `eval` config group (`conf/_base.yaml`)."""
+    def from_config(cls, eval_cfg, guard_cfg=None) -> EvalSettings:
+        """From the `eval` config group (`conf/_base.yaml`) and the `guard` group (built here: a bad action
+        is a config error before any LM call)."""
         return cls(
             num_threads=eval_cfg.num_threads,
             display_progress=eval_cfg.display_progress,
             max_error_rate=float(eval_cfg.get("max_error_rate", 0.0)),
+            guards=GuardSet.from_config(guard_cfg),
         )
 
 
@@ -283,6 +323,8 @@ def evaluate_split(
     program: dspy.Module, task, split: str, settings: EvalSettings, lm=None, adapter=None
 ) -> EvalOutcome:
     """`evaluate_program` on one split of a task (`pipelines.data.task.Task`), rows paired by `row_id`."""
+    if settings.guards:
+        program = Guarded(program, settings.guards, task.contract)
     return evaluate_program(
         program,
         task.examples(split),

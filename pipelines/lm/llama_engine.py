@@ -23,7 +23,16 @@ from collections import OrderedDict
 from typing import Any
 
 from dspy.clients.engines.base import validate_request
-from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
+from dspy.lm15 import (
+    Message,
+    Response,
+    StreamDeltaEvent,
+    StreamEndEvent,
+    StreamStartEvent,
+    TextDelta,
+    TextPart,
+    Usage,
+)
 
 
 class LlamaCppEngine:
@@ -138,19 +147,7 @@ class LlamaCppEngine:
     # -- calls -------------------------------------------------------------------------------
     def complete(self, request) -> Response:
         validate_request(request)
-        config = request.config
-        kwargs: dict[str, Any] = {
-            "messages": _chat_messages(request),
-            "temperature": 0.0 if config.temperature is None else config.temperature,
-            "max_tokens": config.max_tokens,
-            "seed": config.seed if getattr(config, "seed", None) is not None else self.seed,
-        }
-        if config.top_p is not None:
-            kwargs["top_p"] = config.top_p
-        if config.stop:
-            kwargs["stop"] = list(config.stop)
-        if (response_format := _llama_response_format(config.response_format)) is not None:
-            kwargs["response_format"] = response_format
+        kwargs = self._completion_kwargs(request)
         adapter = self.adapter_for(request.model)
         with self._lock:
             out = self._model(adapter).create_chat_completion(**kwargs)
@@ -164,8 +161,37 @@ class LlamaCppEngine:
             usage=Usage(input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens")),
         )
 
+    def _completion_kwargs(self, request) -> dict[str, Any]:
+        config = request.config
+        kwargs: dict[str, Any] = {
+            "messages": _chat_messages(request),
+            "temperature": 0.0 if config.temperature is None else config.temperature,
+            "max_tokens": config.max_tokens,
+            "seed": config.seed if getattr(config, "seed", None) is not None else self.seed,
+        }
+        if config.top_p is not None:
+            kwargs["top_p"] = config.top_p
+        if config.stop:
+            kwargs["stop"] = list(config.stop)
+        if (response_format := _llama_response_format(config.response_format)) is not None:
+            kwargs["response_format"] = response_format
+        return kwargs
+
     def stream(self, request):
-        return response_to_events(self.complete(request))
+        """Token by token (DSPy calls this under `dspy.streamify`); the lock is held until the last token."""
+        validate_request(request)
+        kwargs = self._completion_kwargs(request)
+        adapter = self.adapter_for(request.model)
+        with self._lock:
+            yield StreamStartEvent(id=f"llama-{uuid.uuid4().hex[:12]}", model=request.model or self.model_name)
+            finish = "stop"
+            for chunk in self._model(adapter).create_chat_completion(**kwargs, stream=True):
+                choice = chunk["choices"][0]
+                if text := choice["delta"].get("content"):
+                    yield StreamDeltaEvent(delta=TextDelta(text=text, part_index=0))
+                if choice.get("finish_reason") == "length":
+                    finish = "length"
+            yield StreamEndEvent(finish_reason=finish)
 
 
 FT_MARK = ":ft-"

@@ -87,6 +87,30 @@ def check_finetuning(spec: OptimizerSpec, lm: dspy.LM) -> None:
             ) from exc
 
 
+class SplitTooSmall(ValueError):
+    pass
+
+
+def check_split_sizes(spec: OptimizerSpec, n_train: int, n_val: int) -> None:
+    """Refuse, before anything is spent, splits smaller than the optimiser's own mini-batches. DSPy checks
+    these inside `compile`, after a baseline and the run's first LM calls have been paid for."""
+    optimizer = spec.optimizer
+    if isinstance(optimizer, dspy.SIMBA) and n_train < optimizer.bsize:
+        raise SplitTooSmall(
+            f"optimizer={spec.name}: the train split has {n_train} examples, fewer than SIMBA's mini-batch "
+            f"(optimizer.compiler.bsize={optimizer.bsize}). Lower bsize or raise task.data.train_size."
+        )
+    if isinstance(optimizer, dspy.MIPROv2) and spec.uses_valset:
+        minibatch = spec.compile_args.get("minibatch", True)
+        size = spec.compile_args.get("minibatch_size", 35)
+        if minibatch and n_val < size:
+            raise SplitTooSmall(
+                f"optimizer={spec.name}: the val split has {n_val} examples, fewer than MIPROv2's mini-batch "
+                f"(optimizer.compile_args.minibatch_size={size}). Lower it, set minibatch=false, or raise "
+                "task.data.val_size."
+            )
+
+
 def compile_program(
     spec: OptimizerSpec,
     program: dspy.Module,

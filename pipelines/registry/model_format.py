@@ -25,6 +25,7 @@ Why not the stock `mlflow.dspy` flavor: it refuses multi-row input (no batch sco
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,9 @@ from hydra.utils import instantiate
 
 from pipelines.config import PROJECT_ROOT, redact
 from pipelines.data.contract import Contract, Field
+from pipelines.guards import GuardSet, text_fields
 
+log = logging.getLogger(__name__)
 PROGRAM_FILE = "program.json"
 SPEC_FILE = "spec.json"
 LORA_ARTIFACT = "lora_weights"  # a fine-tuned program's LoRA file (not to be confused with DSPy's adapter)
@@ -107,22 +110,78 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         self.program = instantiate(spec["program"], _convert_="all")
         self.program.load(context.artifacts["program"])
         self.num_threads = int(spec.get("num_threads", 1))
+        # Guards travel in the spec (`guard=` group at training time); a model logged before them has none.
+        self.guards = GuardSet.from_config(spec.get("guard"))
+        from pipelines.serving.limits import ServingLimits
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        if isinstance(model_input, dict):
+        self.limits = ServingLimits.from_env()  # set by `serve`; none elsewhere
+        self.limits.apply_to_dspy()
+
+    def _rows(self, model_input) -> list[dict]:
+        """The request as validated rows: the one place `predict` and `predict_stream` prepare their input."""
+        if isinstance(model_input, dict) and not any(
+            isinstance(v, list | tuple | np.ndarray) for v in model_input.values()
+        ):
+            model_input = [model_input]  # one row given as {field: value} (what predict_stream receives)
+        if isinstance(model_input, dict | list):
             model_input = pd.DataFrame(model_input)
         elif not isinstance(model_input, pd.DataFrame):
             names = self.contract.input_names
             raise _bad_input(f"Expected a table with columns {names}, got {type(model_input).__name__}")
         rows = validate_rows(model_input, self.contract.inputs)
-        with dspy.context(lm=self.lm, adapter=self.adapter):
-            if self.num_threads > 1 and len(rows) > 1:
-                examples = [dspy.Example(**row).with_inputs(*row) for row in rows]
-                predictions = self.program.batch(examples, num_threads=self.num_threads, disable_progress_bar=True)
-            else:
-                predictions = [self.program(**row) for row in rows]
+        too_many = getattr(self, "limits", None) and self.limits.check_rows(len(rows))
+        if too_many:
+            raise _bad_input(too_many)
+        # Every row before any LM call: a refused request (HTTP 400 naming the guard) has spent nothing.
+        return [self._guard(row, "inputs", i) for i, row in enumerate(rows)]
+
+    def _guard(self, row: dict, stage: str, index: int | None = None) -> dict:
+        fields = text_fields(self.contract.inputs if stage == "inputs" else self.contract.outputs)
+        checked, hits = self.guards.check(row, stage, fields, where=f"Row {index}" if index is not None else "")
+        if hits:
+            log.info("guards on %s: %s", stage, ", ".join(f"{h.label()} {h.kind} in {h.field!r}" for h in hits))
+        return checked
+
+    def _outputs(self, prediction) -> dict[str, Any]:
+        answer = {f: _output_value(getattr(prediction, f, None)) for f in self.contract.output_names}
+        return self._guard(answer, "outputs")
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from pipelines.serving.rows import row_concurrency, run_rows
+
+        from pipelines.serving.errors import serving_error
+
+        rows = self._rows(model_input)
+        concurrency = row_concurrency(self.lm, default=self.num_threads)
+        try:
+            predictions = run_rows(self.program, rows, lm=self.lm, adapter=self.adapter, concurrency=concurrency)
+        except Exception as exc:
+            # A 5xx with one scrubbed line, not the scoring server's 400 and stack trace (`serving_error`).
+            error = serving_error(exc)
+            log.warning("request failed: %s", error.message)
+            raise error from None
+        return pd.DataFrame([self._outputs(p) for p in predictions])
+
+    def streams_tokens(self) -> bool:
+        """Whether partial outputs may go out: an output guard (PII redaction, say) sees whole values only, so
+        with one the stream carries just the guarded final answer."""
+        return not any("outputs" in g.stages for g in getattr(getattr(self, "guards", None), "guards", []))
+
+    def predict_stream(self, context, model_input, params: dict[str, Any] | None = None):
+        """One row's answer as it is written: `{"field": name, "delta": text}` chunks of the output fields (the
+        last stage's, for a multi-stage program), then `{"prediction": {field: value, ...}}`, the full answer."""
+        from pipelines.serving.streaming import StreamResponse, stream_program_sync
+
+        rows = self._rows(model_input)
+        if len(rows) != 1:
+            raise _bad_input(f"Streaming answers one row at a time, got {len(rows)}; send many rows to predict")
         outputs = self.contract.output_names
-        return pd.DataFrame([{f: _output_value(getattr(p, f, None)) for f in outputs} for p in predictions])
+        for item in stream_program_sync(self.program, rows[0], lm=self.lm, adapter=self.adapter, outputs=outputs):
+            if isinstance(item, StreamResponse):
+                if item.chunk and self.streams_tokens():
+                    yield {"field": item.signature_field_name, "delta": str(item.chunk)}
+            else:
+                yield {"prediction": self._outputs(item)}
 
 
 def project_requirements() -> list[str]:
@@ -144,6 +203,7 @@ def build_spec(
     adapter_config: dict[str, Any] | None,
     task_config: dict[str, Any],
     num_threads: int = 1,
+    guard_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the model stores to rebuild itself: plain, secret-free config (the task's settings travel too,
     so `evaluate` and `register` can score it on the same data it was chosen on)."""
@@ -155,6 +215,7 @@ def build_spec(
             "lm": lm_config,
             "task": task_config,
             "num_threads": num_threads,
+            "guard": guard_config or None,  # the `guard` group: the served model guards as it was evaluated
         }
     )
 

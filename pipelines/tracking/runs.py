@@ -21,6 +21,7 @@ import socket
 import subprocess
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,12 +160,49 @@ def git_commit() -> str:
         return "unknown"
 
 
-def log_config(config: dict[str, Any]) -> None:
-    """The resolved config (secrets redacted) as `config.yaml` and as flattened params."""
+# The knobs a reader compares runs by; everything else stays in the `config.yaml` artifact.
+HEADLINE_PARAMS = (
+    "seed",
+    "task.name",
+    "task.data.labels",
+    "task.data.train_size",
+    "task.data.val_size",
+    "task.data.dev_size",
+    "task.data.test_size",
+    "program._target_",
+    "lm.model",
+    "lm.temperature",
+    "lm.max_tokens",
+    "prompt_lm.model",
+    "eval.split",
+    "guard.name",
+)
+OPTIMIZING_ENTRIES = ("train", "optimize")
+
+
+def headline_params(config: dict[str, Any], entry: str | None = None) -> dict[str, str]:
+    """The few params worth a column: task and split sizes, program, LM, seed, and, for a run that optimises,
+    the optimiser with its own settings (its `compiler` and `compile_args`, metric and targets left out)."""
+    flat = flatten(config)
+    keys = list(HEADLINE_PARAMS)
+    if entry in OPTIMIZING_ENTRIES or entry is None:
+        keys.append("optimizer.name")
+        keys += [
+            k
+            for k in flat
+            if k.startswith(("optimizer.compiler.", "optimizer.compile_args."))
+            and not k.endswith(("_target_", ".metric", "_partial_"))
+            and ".metric." not in k
+        ]
+        keys += [k for k in flat if k.startswith("budget.") and flat[k] is not None]
+    return {k: str(flat[k])[:MAX_PARAM_CHARS] for k in keys if k in flat and flat[k] is not None}
+
+
+def log_config(config: dict[str, Any], entry: str | None = None) -> None:
+    """The resolved config (secrets redacted) as `config.yaml`, and its headline knobs as params."""
     resolved = redact(config)
     mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
-    params = {k: str(v)[:MAX_PARAM_CHARS] for k, v in flatten(resolved).items()}
-    mlflow.log_params(params)
+    mlflow.log_params(headline_params(resolved, entry))
 
 
 def run_tags(entry: str, task: str | None = None, optimizer: str | None = None, lm: str | None = None) -> dict:
@@ -173,11 +211,25 @@ def run_tags(entry: str, task: str | None = None, optimizer: str | None = None, 
     return tags
 
 
+def check_split_names(cfg: DictConfig) -> None:
+    """`eval.split` and `report_splits` name split roles; refuse any other name, listing the roles."""
+    from pipelines.data.splits import SPLITS, DataError
+
+    named = {"eval.split": [cfg.eval.split]} if "eval" in cfg and cfg.eval.get("split") else {}
+    if cfg.get("report_splits") is not None:
+        named["report_splits"] = list(cfg.report_splits)
+    for key, splits in named.items():
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown:
+            raise DataError(f"{key}: unknown split(s) {unknown}; choose from {list(SPLITS)}")
+
+
 @contextmanager
 def tracked_run(cfg: DictConfig, entry: str, run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """Start (or, under `mlflow run`, resume) the run for one entry point and record its config.
 
     Called by entry functions only: it reads the tracking settings and the few names it tags from `cfg`."""
+    check_split_names(cfg)  # a typo in a split name fails here, before the run spends anything
     tags = run_tags(
         entry,
         task=cfg.task.name if "task" in cfg else None,
@@ -208,12 +260,24 @@ def started_run(tracking, run_name: str | None, tags: dict, config: dict) -> Ite
         kwargs = {"experiment_id": experiment_id, "run_name": run_name}
     with mlflow.start_run(**kwargs) as run, _sigterm_as_exit():
         mlflow.set_tags(tags | process_tags())
-        log_config(config)
+        log_config(config, tags.get("entry_point"))
         try:
             yield run
         except BaseException as exc:
-            record_failure(run.info.run_id, scrub(f"{type(exc).__name__}: {exc}")[:5000])  # a provider may echo the key
+            record_failure(run.info.run_id, scrub(failure_reason(exc))[:5000])  # a provider may echo the key
             raise
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for the `error` tag. Python's own text is empty for Ctrl-C and for a bare exception: say what
+    happened, and for a bare exception where it was raised."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "KeyboardInterrupt: interrupted by SIGINT (Ctrl-C)"
+    if str(exc):
+        return f"{type(exc).__name__}: {exc}"
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" (raised at {Path(frame.filename).name}:{frame.lineno} in {frame.name})" if frame else ""
+    return f"{type(exc).__name__} with no message{where}"
 
 
 def record_failure(run_id: str, reason: str, attempts: int = 5) -> None:
@@ -239,11 +303,18 @@ def _sigterm_as_exit() -> Iterator[None]:
         yield
         return
 
+    received: list[str] = []
+
     def terminate(signum, frame):
-        raise SystemExit(f"terminated by signal {signal.Signals(signum).name}")
+        received.append(f"terminated by signal {signal.Signals(signum).name}")
+        raise SystemExit(received[-1])
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
+        # Library code that catches BaseException may have swallowed the SystemExit: the run still ends
+        # FAILED, never FINISHED as if nothing had happened.
+        if received:
+            raise SystemExit(received[0])
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -107,3 +107,24 @@ def test_only_this_hosts_runs_whose_process_is_gone_are_marked(make_cfg):
     assert sorted(mark_stale_runs(experiment_id)) == sorted([dead, reused])
     status = {r: client.get_run(r).info.status for r in (dead, alive, reused, elsewhere, untagged)}
     assert status == {dead: "KILLED", alive: "RUNNING", reused: "KILLED", elsewhere: "RUNNING", untagged: "RUNNING"}
+
+
+def test_clean_runs_marks_stale_runs_of_every_experiment_on_demand(make_cfg):
+    cfg = make_cfg("train")
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead_tags = {PID_TAG: str(gone.pid), HOST_TAG: socket.gethostname()}
+    runs = [client.create_run(client.create_experiment(name), tags=dead_tags).info.run_id for name in ("a", "b")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.clean_runs", f"tracking.uri={cfg.tracking.uri}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 stale run(s) marked KILLED" in proc.stdout
+    for run_id in runs:
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED" and "found by clean_runs" in run.data.tags[KILLED_REASON_TAG]

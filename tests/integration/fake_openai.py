@@ -11,6 +11,10 @@ its own thread, so N concurrent callers get N times the throughput, and anything
 It answers every output field the JSON adapter asks for: a label by the keyword rules of
 `tests.fakes` (else the first allowed label), other fields a fixed string. A message containing
 `HANG` sleeps `hang_s` instead, to play an LM that hangs.
+
+A request with `"stream": true` gets the same answer as Server-Sent Events, a few characters per
+`chat.completion.chunk` (what LiteLLM reads from OpenAI): the first after `latency`, the rest `chunk_s`
+apart, like a server that decodes one token at a time.
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ def answer(messages: list[dict]) -> str:
     return json.dumps(out)
 
 
-def make_handler(latency: float, hang_s: float, counter: list[int]):
+CHUNK_CHARS = 4  # about one token of JSON per streamed chunk
+
+
+def make_handler(latency: float, hang_s: float, counter: list[int], chunk_s: float = 0.0):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's naming)
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
@@ -58,6 +65,8 @@ def make_handler(latency: float, hang_s: float, counter: list[int]):
             counter[0] += 1  # a rough count is enough (no lock: += on a list cell under the GIL)
             time.sleep(hang_s if "HANG" in (messages[-1]["content"] if messages else "") else latency)
             content = answer(messages)
+            if body.get("stream"):
+                return self._stream(body, content, f"fake-{counter[0]}")
             reply = {
                 "id": f"fake-{counter[0]}",
                 "object": "chat.completion",
@@ -75,6 +84,29 @@ def make_handler(latency: float, hang_s: float, counter: list[int]):
             self.end_headers()
             self.wfile.write(data)
 
+        def _stream(self, body: dict, content: str, reply_id: str):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()  # no Content-Length: the stream ends when the connection closes (HTTP/1.0)
+
+            def send(delta: dict, finish: str | None = None):
+                chunk = {
+                    "id": reply_id,
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": body.get("model", "fake"),
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+
+            for start in range(0, len(content), CHUNK_CHARS):
+                if start and chunk_s:
+                    time.sleep(chunk_s)
+                send({"role": "assistant", "content": content[start : start + CHUNK_CHARS]})
+            send({}, finish="stop")
+            self.wfile.write(b"data: [DONE]\n\n")
+
         def log_message(self, *args):  # quiet: thousands of requests per test
             pass
 
@@ -87,10 +119,12 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def fake_openai(latency: float = 0.0, hang_s: float = 3600.0, port: int = 0) -> Iterator[tuple[str, list[int]]]:
+def fake_openai(
+    latency: float = 0.0, hang_s: float = 3600.0, port: int = 0, chunk_s: float = 0.0
+) -> Iterator[tuple[str, list[int]]]:
     """In-process server on a thread; yields (api_base, request counter)."""
     counter = [0]
-    server = _Server(("127.0.0.1", port), make_handler(latency, hang_s, counter))
+    server = _Server(("127.0.0.1", port), make_handler(latency, hang_s, counter, chunk_s))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -105,8 +139,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds each request takes")
     parser.add_argument("--hang-s", type=float, default=3600.0, help="seconds a message containing HANG takes")
+    parser.add_argument("--chunk-s", type=float, default=0.0, help="seconds between streamed chunks")
     args = parser.parse_args()
-    server = _Server(("127.0.0.1", args.port), make_handler(args.latency, args.hang_s, [0]))
+    server = _Server(("127.0.0.1", args.port), make_handler(args.latency, args.hang_s, [0], args.chunk_s))
     print(f"fake OpenAI server on http://127.0.0.1:{args.port}/v1 (latency {args.latency}s)", flush=True)
     server.serve_forever()
 

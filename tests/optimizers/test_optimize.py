@@ -257,6 +257,57 @@ def test_bettertogether_weight_step_without_finetuning_provider_fails_before_spe
     assert "compile_lm_calls" not in run.data.metrics and not run.inputs.dataset_inputs
 
 
+@pytest.mark.parametrize(
+    ("name", "overrides", "message"),
+    [
+        ("simba", ["optimizer.compiler.bsize=16"], "fewer than SIMBA's mini-batch"),
+        ("miprov2", ["optimizer.compile_args.minibatch_size=25"], "fewer than MIPROv2's mini-batch"),
+    ],
+)
+def test_splits_smaller_than_the_optimizers_minibatch_fail_before_spending(make_cfg, name, overrides, message):
+    from pipelines.optimizers.compile import SplitTooSmall
+
+    cfg = make_cfg("optimize", [f"optimizer={name}", *overrides, *TINY])
+    with pytest.raises(SplitTooSmall, match=message):
+        optimize(cfg)
+    client = MlflowClient(cfg.tracking.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert run.info.status == "FAILED" and message in run.data.tags["error"]
+    assert "baseline_dev_score" not in run.data.metrics and "compile_lm_calls" not in run.data.metrics
+
+
+def test_a_sweep_with_a_failing_job_ends_its_parent_failed_naming_the_job(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.optimize",
+        "-m",
+        "optimizer=labeled_fewshot,simba",  # SIMBA's default mini-batch (16) is larger than the 8-row train split
+        "lm._target_=tests.fakes.fake_lm",
+        f"tracking.uri=sqlite:///{store}/mlflow.db",
+        f"tracking.artifact_location={store}/artifacts",
+        f"paths.dspy_cache_dir={tmp_path}/cache",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+        "tracking.experiment=sweep-test",
+        "eval.display_progress=false",
+        *TINY,
+    ]
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("entry_point") == "sweep"]
+    assert parent.info.status == "FAILED"
+    assert "optimizer=simba" in parent.data.tags["error"] and "SplitTooSmall" in parent.data.tags["error"]
+    children = {r.data.tags["optimizer"]: r.info.status for r in runs if r.data.tags.get("entry_point") == "optimize"}
+    assert children == {"labeled_fewshot": "FINISHED", "simba": "FAILED"}
+    # The jobs that did finish are still compared on the parent.
+    assert "comparison.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
 def test_bettertogether_prompts_only_strategy_runs(make_cfg):
     cfg = make_cfg(
         "optimize",

@@ -45,8 +45,9 @@ def test_unreachable_lm_fails_the_run_with_its_reason(make_cfg):
 DEV_ROWS = 200  # every row but train (40), val (40) and test (40): 200 calls of at least 0.05 s each
 
 
-def test_sigterm_ends_the_run_failed_not_running(tmp_path):
-    """A run killed by SIGTERM (a scheduler, a timeout) is marked FAILED with the reason.
+@pytest.mark.parametrize(("signum", "reason"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "interrupted by SIGINT")])
+def test_a_signal_ends_the_run_failed_not_running(tmp_path, signum, reason):
+    """A run killed by SIGTERM (a scheduler, a timeout) or Ctrl-C is marked FAILED with the reason.
 
     The signal is sent only once the run exists AND its LM is being called, with most of the dev
     split's calls still to come: each fake call sleeps (PIPELINES_TEST_SLOW_FAKE), so the run cannot
@@ -84,7 +85,7 @@ def test_sigterm_ends_the_run_failed_not_running(tmp_path):
     )
     try:
         run, calls = _wait_for_lm_calls(client, proc, calls_file)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -94,7 +95,7 @@ def test_sigterm_ends_the_run_failed_not_running(tmp_path):
     run = client.get_run(run.info.run_id)
     detail = (calls, run.info.status, proc.returncode, run.data.tags.get("error"), stderr.decode()[-2000:])
     assert run.info.status == "FAILED", detail
-    assert "SIGTERM" in run.data.tags["error"], detail
+    assert reason in run.data.tags["error"], detail
     assert "dev_score" not in run.data.metrics  # stopped mid-way through scoring dev
     assert calls_reported(calls_file) < DEV_ROWS
 

@@ -1,0 +1,161 @@
+"""`serve stream=true`: the registered program behind MLflow's agent server (Responses API, Server-Sent Events).
+
+    python -m pipelines.serve stream=true        # models:/NAME@champion on http://127.0.0.1:5001
+    curl -N http://127.0.0.1:5001/responses -H 'Content-Type: application/json' \\
+      -d '{"input": [{"role": "user", "content": "where is my suitcase"}], "stream": true}'
+
+A request gives the program's inputs as `custom_inputs` (`{"ticket": "...", "channel": "email"}`), or as the
+last user message: a JSON object of the inputs, or plain text when the program has one text input. One row
+per request (a table of rows goes to `serve` without `stream`, or to `python -m pipelines.score`).
+
+The answer has one `output_text` item per output field of the task's contract; streamed, the items'
+`response.output_text.delta` events arrive as the last stage writes them, then one
+`response.output_item.done` per field and `custom_outputs` with every field's value. Each request is a
+trace (MLflow's agent server opens the root span; DSPy autolog adds the program's spans beneath it) with a
+`first_token` event and a `time_to_first_token_s` attribute on the root span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Generator
+from typing import Any
+
+import mlflow
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from mlflow.entities import SpanEvent
+from mlflow.genai.agent_server import AgentServer, get_invoke_function, invoke, stream
+from mlflow.pyfunc import ResponsesAgent
+from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse, ResponsesAgentStreamEvent
+
+from pipelines.registry.model_format import DSPyProgramModel
+from pipelines.serving.streaming import StreamResponse, stream_program
+
+MODEL_ENV = "PIPELINES_SERVE_MODEL_URI"
+TIMEOUT_ENV = "PIPELINES_SERVE_TIMEOUT"
+TRACE_ENV = "PIPELINES_SERVE_TRACE"
+SCORE_HINT = "for long batches use the batch scorer: python -m pipelines.score"
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") if isinstance(p, dict) else getattr(p, "text", "") or "" for p in content)
+
+
+def _value_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class ProgramAgent(ResponsesAgent):
+    """A loaded `DSPyProgramModel` as a ResponsesAgent: same program, LM, adapter and input checks."""
+
+    def __init__(self, model: DSPyProgramModel):
+        self.model = model
+        self.inputs = model.contract.input_names
+        self.outputs = model.contract.output_names
+
+    def row(self, request: ResponsesAgentRequest) -> dict:
+        """The request's one row of program inputs, checked as `predict` checks its rows."""
+        fields = request.custom_inputs
+        if not fields:
+            users = [m for m in request.input if getattr(m, "role", None) == "user"]
+            text = _text(users[-1].content) if users else ""
+            try:
+                fields = json.loads(text)
+            except ValueError:
+                fields = None
+            if not isinstance(fields, dict):
+                text_inputs = [f.name for f in self.model.contract.inputs if f.type == "str"]
+                if len(self.inputs) != 1 or not text_inputs:
+                    raise ValueError(f"Send the inputs {self.inputs} as custom_inputs or as a JSON object message")
+                fields = {self.inputs[0]: text}
+        return self.model._rows(pd.DataFrame([fields]))[0]
+
+    def _items(self, outputs: dict[str, Any], ids: dict[str, str]) -> list[dict]:
+        return [self.create_text_output_item(_value_text(outputs[f]), ids[f]) for f in self.outputs]
+
+    async def astream(self, request: ResponsesAgentRequest) -> AsyncIterator[dict]:
+        row = self.row(request)
+        ids = {f: f"msg_{f}_{uuid.uuid4().hex[:8]}" for f in self.outputs}
+        start, first = time.monotonic(), True
+        model = self.model
+        async for item in stream_program(model.program, row, lm=model.lm, adapter=model.adapter, outputs=self.outputs):
+            if isinstance(item, StreamResponse):
+                if not item.chunk or not model.streams_tokens():
+                    continue
+                if first and (span := mlflow.get_current_active_span()) is not None:
+                    span.set_attribute("time_to_first_token_s", round(time.monotonic() - start, 4))
+                    span.add_event(SpanEvent("first_token", attributes={"field": item.signature_field_name}))
+                first = False
+                yield self.create_text_delta(item.chunk, ids[item.signature_field_name])
+            else:
+                outputs = model._outputs(item)
+                items = self._items(outputs, ids)
+                for done in items[:-1]:
+                    yield {"type": "response.output_item.done", "item": done}
+                yield {"type": "response.output_item.done", "item": items[-1], "custom_outputs": outputs}
+
+    async def ainvoke(self, request: ResponsesAgentRequest) -> dict:
+        row = self.row(request)
+        frame = await asyncio.to_thread(self.model.predict, None, pd.DataFrame([row]))
+        outputs = frame.iloc[0].to_dict()
+        ids = {f: f"msg_{f}_{uuid.uuid4().hex[:8]}" for f in self.outputs}
+        return {"output": self._items(outputs, ids), "custom_outputs": outputs}
+
+    # The ResponsesAgent interface, for use in a process (the server calls the async ones above).
+    def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
+        return ResponsesAgentResponse(**asyncio.run(self.ainvoke(request)))
+
+    def predict_stream(self, request: ResponsesAgentRequest) -> Generator[ResponsesAgentStreamEvent, None, None]:
+        from dspy.streaming import apply_sync_streaming
+
+        for event in apply_sync_streaming(self.astream(request)):
+            yield ResponsesAgentStreamEvent(**event)
+
+
+_agent: ProgramAgent | None = None
+
+
+async def _invoke(request: ResponsesAgentRequest) -> dict:
+    return await _agent.ainvoke(request)
+
+
+async def _stream(request: ResponsesAgentRequest) -> AsyncIterator[dict]:
+    async for event in _agent.astream(request):
+        yield event
+
+
+def create_app() -> FastAPI:
+    """The uvicorn factory `serve stream=true` runs: the model and settings come from the environment it sets."""
+    global _agent
+    if os.environ.get(TRACE_ENV, "true").lower() == "true":
+        mlflow.dspy.autolog(log_traces=True)
+    loaded = mlflow.pyfunc.load_model(os.environ[MODEL_ENV])
+    _agent = ProgramAgent(loaded.unwrap_python_model())
+    if get_invoke_function() is None:  # MLflow's registry of handlers is per process: register once
+        invoke()(_invoke)
+        stream()(_stream)
+    server = AgentServer("ResponsesAgent")
+    timeout = float(os.environ.get(TIMEOUT_ENV, "60"))
+
+    @server.app.middleware("http")
+    async def request_timeout(request: Request, call_next):
+        # Bounds the time to the response's first byte: a whole answer, or the start of a stream.
+        try:
+            return await asyncio.wait_for(call_next(request), timeout)
+        except TimeoutError:
+            detail = f"No answer within {timeout:g} s (serve timeout=...); {SCORE_HINT}"
+            return JSONResponse({"error_code": "TIMEOUT", "message": detail}, status_code=504)
+
+    @server.app.get("/ping")
+    async def ping() -> dict[str, str]:  # what MLflow's scoring server answers too: one health check for both
+        return {"status": "healthy"}
+
+    return server.app

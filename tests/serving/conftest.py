@@ -1,0 +1,16 @@
+"""Fixtures for the serving tests: the fake provider (streaming, with latency). Models: `tests.serving.models`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.fake_openai import fake_openai
+
+
+@pytest.fixture(scope="module")
+def fake_provider() -> Iterator[str]:
+    """The fake OpenAI server, streaming: 0.2 s to the first chunk, then a chunk every 20 ms."""
+    with fake_openai(latency=0.2, chunk_s=0.02) as (api_base, _):
+        yield api_base

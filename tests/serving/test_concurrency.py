@@ -1,0 +1,87 @@
+"""The rows of one request: concurrent through a provider LM, serial on the embedded model, never mixed up."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import dspy
+import pytest
+import requests
+from hydra.utils import instantiate
+
+from pipelines.lm.json_adapter import JSONAdapter
+from pipelines.lm.llama_engine import LlamaCppEngine
+from pipelines.programs import SingleStep
+from pipelines.serve import serve_command, serve_environment
+from pipelines.serving.rows import CONCURRENCY_ENV, row_concurrency, run_rows
+from tests.helpers import serving_champion
+from tests.serving.models import KEYWORDS, PREDICT, TWO_BY_TWO, log_served_model, provider_config
+
+LATENCY_S = 0.2  # the fake provider's time to answer (fixture `fake_provider`)
+
+
+def rows(n: int) -> list[dict]:
+    """`n` rows, each with its own text and a known right label (cycling through the intents)."""
+    return [
+        {"ticket": f"{KEYWORDS[i % 4][0]} please, case {i}", "channel": ("email", "phone")[i % 2]} for i in range(n)
+    ]
+
+
+def expected(n: int) -> list[str]:
+    return [KEYWORDS[i % 4][1] for i in range(n)]
+
+
+def test_the_embedded_model_runs_one_row_at_a_time_whatever_the_setting(monkeypatch):
+    monkeypatch.setenv(CONCURRENCY_ENV, "16")
+    embedded = dspy.LM("local/qwen", engine=LlamaCppEngine(model_path="never-loaded.gguf"))
+    assert row_concurrency(embedded, default=4) == 1
+    provider = instantiate(provider_config("http://127.0.0.1:9/v1"))
+    assert row_concurrency(provider, default=4) == 16
+    monkeypatch.delenv(CONCURRENCY_ENV)
+    assert row_concurrency(provider, default=4) == 4
+
+
+def test_sixteen_rows_through_a_provider_run_concurrently_in_row_order(fake_provider):
+    program = SingleStep(TWO_BY_TWO.to_dict())
+    lm, adapter = instantiate(provider_config(fake_provider)), JSONAdapter()
+    run_rows(program, rows(1), lm=lm, adapter=adapter, concurrency=1)  # LiteLLM's first-call imports, untimed
+    start = time.monotonic()
+    predictions = run_rows(program, rows(16), lm=lm, adapter=adapter, concurrency=16)
+    elapsed = time.monotonic() - start
+    assert [p.label for p in predictions] == expected(16)
+    assert elapsed < 16 * LATENCY_S / 2  # serially it cannot take less than 16 x the latency
+
+
+def test_serve_passes_concurrency_and_stream_to_the_server(make_cfg):
+    cfg = make_cfg("serve", ["concurrency=8", "stream=true", "timeout=30", "model_uri=models:/m@champion"])
+    command = serve_command(cfg)
+    assert command[command.index("--factory") + 1] == "pipelines.serving.agent_server:create_app"
+    env = serve_environment(cfg)
+    assert env[CONCURRENCY_ENV] == "8"
+    assert env["PIPELINES_SERVE_MODEL_URI"] == "models:/m@champion"
+    assert env["PIPELINES_SERVE_TIMEOUT"] == "30"
+    cfg.stream = False
+    assert "mlflow" in serve_command(cfg) and "PIPELINES_SERVE_MODEL_URI" not in serve_environment(cfg)
+
+
+@pytest.fixture(scope="module")
+def scoring_url(fake_provider, tmp_path_factory):
+    served = log_served_model(tmp_path_factory.mktemp("rows"), TWO_BY_TWO, PREDICT, provider_config(fake_provider))
+    with serving_champion(served.tracking_uri, overrides=[f"model_uri={served.uri}", "concurrency=16"]) as url:
+        yield url
+
+
+def test_concurrent_requests_of_many_rows_each_get_their_own_rows_back(scoring_url):
+    batches = [rows(12)[i:] + rows(12)[:i] for i in range(6)]  # six requests, the same rows in six orders
+
+    def ask(batch: list[dict]) -> list[str]:
+        body = {"dataframe_records": batch}
+        response = requests.post(f"{scoring_url}/invocations", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        return [p["label"] for p in response.json()["predictions"]]
+
+    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+        answers = list(pool.map(ask, batches))
+    for i, answer in enumerate(answers):
+        assert answer == expected(12)[i:] + expected(12)[:i]

@@ -1,0 +1,47 @@
+"""A serving process is bounded: rows per request, DSPy's cache where the config says, and flat memory."""
+
+from __future__ import annotations
+
+import dspy
+import mlflow
+from fastapi.testclient import TestClient
+from mlflow.pyfunc import scoring_server
+
+from pipelines.serve import serve_environment
+from pipelines.serving.limits import ServingLimits
+from tests.serving.test_upstream_errors import INTENTS
+from tests.serving.models import PREDICT, log_served_model, provider_config
+
+
+def test_serve_hands_its_limits_to_the_server_process(make_cfg, tmp_path):
+    cfg = make_cfg("serve", ["max_rows=50", "history_size=7", "memory_cache_entries=99"])
+    env = serve_environment(cfg)
+    limits = ServingLimits.from_env(env)
+    assert limits == ServingLimits(
+        max_rows=50, cache_dir=str(cfg.paths.dspy_cache_dir), memory_cache_entries=99, history_size=7
+    )
+    assert ServingLimits.from_env(serve_environment(make_cfg("serve", ["max_rows=null"]))).max_rows is None
+    assert ServingLimits.from_env({}) == ServingLimits()  # a model loaded outside `serve`: nothing changes
+
+
+def test_a_request_past_max_rows_is_a_400_pointing_at_the_batch_scorer(fake_provider, tmp_path, monkeypatch):
+    limits = ServingLimits(max_rows=3, cache_dir=str(tmp_path / "cache"), memory_cache_entries=10, history_size=5)
+    for key, value in limits.environment().items():
+        monkeypatch.setenv(key, value)
+    previous = dspy.settings.max_history_size
+    try:
+        served = log_served_model(tmp_path / "store", INTENTS, PREDICT, provider_config(fake_provider))
+        client = TestClient(scoring_server.init(mlflow.pyfunc.load_model(served.uri)))
+        assert dspy.settings.max_history_size == 5
+        assert dspy.cache.disk_cache.directory == str(tmp_path / "cache")  # not ~/.dspy_cache
+
+        def ask(n: int):
+            return client.post("/invocations", json={"dataframe_split": {"columns": ["text"], "data": [["refund"]] * n}})
+
+        refused = ask(4)
+        assert refused.status_code == 400
+        assert "at most 3" in refused.json()["message"] and "python -m pipelines.score" in refused.json()["message"]
+        assert ask(3).status_code == 200
+    finally:
+        dspy.configure(max_history_size=previous)
+        dspy.configure_cache()
