@@ -259,7 +259,8 @@ def started_run(tracking, run_name: str | None, tags: dict, config: dict) -> Ite
     else:
         kwargs = {"experiment_id": experiment_id, "run_name": run_name}
     with mlflow.start_run(**kwargs) as run, _sigterm_as_exit():
-        mlflow.set_tags(tags | process_tags())
+        named = {"mlflow.runName": run_name} if launcher_run and run_name else {}  # `mlflow run` picked a random one
+        mlflow.set_tags(tags | process_tags() | named)
         log_config(config, tags.get("entry_point"))
         try:
             yield run
