@@ -13,6 +13,8 @@ from typing import Any
 import dspy
 import mlflow
 
+from pipelines.tracking import span_usage
+
 
 @dataclass
 class Session:
@@ -31,6 +33,7 @@ class Session:
         # Compile logging (child runs per MIPROv2 trial, the compiled program) is switched on around
         # the compile stage only (`compile_logging`), so evaluations outside it add no child runs.
         mlflow.dspy.autolog(**(autolog | {"log_compiles": False, "log_evals": False}))
+        span_usage.install()  # tokens (and so cost) on each LM span: MLflow's usage views
         lm = instantiate(cfg.lm)
         adapter = instantiate(cfg.adapter) if cfg.get("adapter") else None
         prompt_lm = instantiate(cfg.prompt_lm) if cfg.get("prompt_lm") else None

@@ -1,0 +1,55 @@
+"""Tokens on LM spans: the traces' usage (and, for a priced provider model, cost) fill in, and the stage's own
+token counts are unchanged by the per-call trackers."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.tracing.constant import SpanAttributeKey
+
+from pipelines.train import train
+from tests.faults.fake_provider import FakeProvider
+
+DEV = 6
+
+
+def traces_of(run_id: str):
+    return mlflow.search_traces(run_id=run_id, return_type="list", max_results=100)
+
+
+def test_every_lm_span_carries_its_tokens_and_they_add_up_to_the_runs(make_cfg):
+    cfg = make_cfg("train", ["optimizer=none", "lm.cache=false", f"task.data.dev_size={DEV}"])
+    result = train(cfg)
+    traces = traces_of(result.run_id)
+    assert len(traces) == DEV
+    for trace in traces:
+        lm_spans = [s for s in trace.data.spans if s.get_attribute(SpanAttributeKey.CHAT_USAGE)]
+        assert lm_spans and all(s.span_type in ("CHAT_MODEL", "LLM") for s in lm_spans)
+        assert trace.info.token_usage["input_tokens"] > 0
+    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    assert metrics["dev_input_tokens"] == sum(t.info.token_usage["input_tokens"] for t in traces)
+    assert metrics["dev_output_tokens"] == sum(t.info.token_usage["output_tokens"] for t in traces)
+
+
+def test_a_priced_provider_models_traces_show_cost(make_cfg, monkeypatch):
+    monkeypatch.setenv("FAKE_KEY", "fk-span-usage")
+    with FakeProvider() as fake:
+        overrides = [
+            *fake.overrides(),
+            "lm.model=openai/gpt-4o-mini",  # a name in LiteLLM's (offline) price table; the fake answers it
+            "optimizer=none",
+            "lm.cache=false",
+            f"task.data.dev_size={DEV}",
+        ]
+        result = train(make_cfg("train", overrides, fake=False))
+    traces = traces_of(result.run_id)
+    assert traces and all(t.info.token_usage["input_tokens"] == 50 for t in traces)  # the fake's usage per call
+    cost = traces[0].info.trace_metadata.get("mlflow.trace.cost")
+    assert cost is not None and '"total_cost"' in cost, traces[0].info.trace_metadata
+    assert MlflowClient().get_run(result.run_id).data.metrics["dev_cost_usd"] == pytest.approx(
+        sum(json.loads(t.info.trace_metadata["mlflow.trace.cost"])["total_cost"] for t in traces),
+        rel=1e-3,
+    )
