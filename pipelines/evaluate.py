@@ -53,7 +53,7 @@ class EvaluateResult:
 def score_extra_metrics(metrics: dict, outcome: EvalOutcome, task: Task, split: str) -> None:
     """Score each extra metric (e.g. deepeval judges) on every evaluated example.
 
-    Each becomes a column of the per-example table and a `<split>_<name>` metric with a 95% bootstrap
+    Each becomes a column of the per-example table and a `<split>/<name>` metric with a 95% bootstrap
     interval. The prediction each metric sees is rebuilt from the table's `predicted.*` columns.
     """
     outputs = task.contract.output_names
@@ -65,7 +65,7 @@ def score_extra_metrics(metrics: dict, outcome: EvalOutcome, task: Task, split: 
         outcome.table[name] = scores
         mean, low, high = bootstrap_ci(scores)
         mlflow.log_metrics(
-            {f"{split}_{name}": mean, f"{split}_{name}_ci95_low": low, f"{split}_{name}_ci95_high": high}
+            {f"{split}/{name}": mean, f"{split}/{name}/ci_low": low, f"{split}/{name}/ci_high": high}
         )
         log.info("%s %s: %.3f [%.3f, %.3f]", split, name, mean, low, high)
 

@@ -39,6 +39,7 @@ from pipelines.registry.versions import (
     recorded_predictions,
 )
 from pipelines.session import Session
+from pipelines.tracking import metric_names as names
 from pipelines.tracking.lineage import adopt_recorded_task
 from pipelines.tracking.runs import configure_tracking, git_commit, tracked_run
 from pipelines.tracking.summary import genai_surfaces
@@ -181,11 +182,11 @@ def register(
         # claim every metric logged here (the challenger's score included).
         challenger_id = model_id_of(version.source)
         if challenger_score is not None:
-            mlflow.log_metric("challenger_score", challenger_score, model_id=challenger_id)
+            mlflow.log_metric(names.GATE_CHALLENGER, challenger_score, model_id=challenger_id)
         if champion_score is not None:
-            mlflow.log_metric("champion_score", champion_score, model_id=model_id_of(champion.source))
+            mlflow.log_metric(names.GATE_CHAMPION, champion_score, model_id=model_id_of(champion.source))
             if decision.test is not None:  # a refused comparison (failed rows) has no test
-                mlflow.log_metric("promotion_p_value", decision.test.p_value, model_id=challenger_id)
+                mlflow.log_metric(names.GATE_P_VALUE, decision.test.p_value, model_id=challenger_id)
         log.info("%s v%s: %s (%s)", name, version.version, decision.tags()["promotion.decision"], decision.reason)
         return RegisterResult(
             run_id=run.info.run_id,

@@ -27,7 +27,14 @@ from pipelines.data.task import Task
 from pipelines.evaluation.metrics import WithFeedback, exact_match, numeric_match
 from pipelines.lm import MissingAPIKeyError, provider_lm
 from pipelines.optimizers.compile import OptimizerSpec, build_optimizer
-from pipelines.programs import DraftThenVerify, ExtractThenClassify, MathAgent, SingleStep, build_program
+from pipelines.programs import (
+    DraftThenVerify,
+    ExtractThenClassify,
+    MathAgent,
+    RetrievedDemos,
+    SingleStep,
+    build_program,
+)
 
 from .fakes import fake_lm
 
@@ -43,6 +50,7 @@ PROGRAM_CLASS = {
     "draft_verify": DraftThenVerify,
     "extract_then_classify": ExtractThenClassify,
     "math_agent": MathAgent,
+    "retrieved_demos": RetrievedDemos,
 }
 
 
@@ -188,7 +196,12 @@ def test_group_option_composes_and_resolves(make_cfg, group, option):
 def test_every_task_composes_with_its_data(make_cfg, task):
     """`Task.from_config` on each shipped task at its own split sizes: contract, four splits, metric."""
     sizes = group_yaml("task", task).get("data", {})
-    overrides = [f"task={task}"] + [f"task.data.{s}_size={sizes[f'{s}_size']}" for s in SPLITS if f"{s}_size" in sizes]
+    as_override = {None: "null"}  # `train_size: null` (train takes the rest) is Hydra's null, not the string "None"
+    overrides = [f"task={task}"] + [
+        f"task.data.{s}_size={as_override.get(sizes[f'{s}_size'], sizes[f'{s}_size'])}"
+        for s in SPLITS
+        if f"{s}_size" in sizes
+    ]
     cfg = make_cfg("train", overrides, fake=False)
     path = Path(resolved(cfg)["task"]["data"]["path"])
     if not path.is_file():

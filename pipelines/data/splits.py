@@ -115,8 +115,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 def _check_sizes(sizes: dict[str, int | None]) -> None:
     for split, size in sizes.items():
-        if (size is None and split != "test") or (size is not None and (not isinstance(size, int) or size < 0)):
-            raise DataError(f"{split}_size must be a non-negative integer (test_size may be null), got {size!r}")
+        if (size is None and split not in ("train", "test")) or (
+            size is not None and (not isinstance(size, int) or size < 0)
+        ):
+            raise DataError(
+                f"{split}_size must be a non-negative integer (train_size or test_size may be null), got {size!r}"
+            )
+    if sizes["train"] is None and sizes["test"] is None:
+        raise DataError("train_size and test_size cannot both be null: only one split can take the rest")
 
 
 def load_splits(
@@ -137,8 +143,9 @@ def load_splits(
     """Read `path`, map `columns` (field -> file column; unmapped fields read their own name), cut four splits.
 
     `labels` keeps only those values of the first label field (e.g. a 10-intent Banking77 subset);
-    `test_size=None` takes every remaining row. `normalize_labels` lower-cases label fields (Banking77
-    spells one label two ways). Tasks without a label field are shuffled, not stratified.
+    `test_size=None` takes every remaining row; `train_size=None` does instead, the others cut first.
+    `normalize_labels` lower-cases label fields (Banking77 spells one label two ways). Tasks without a label
+    field are shuffled, not stratified.
     """
     fields = [*inputs, *outputs]
     label_fields = list(label_fields or [])
@@ -186,11 +193,15 @@ def load_splits(
     fixed = sum(s for s in sizes.values() if s is not None)
     if fixed > len(df):
         raise DataError(f"{path}: asked for {fixed} rows ({sizes}) but only {len(df)} are available")
-    frames, start = {}, 0
-    for split in SPLITS:
+    # train_size=None: train takes the rest, so the held-out splits are cut FIRST, from the balanced prefix
+    # (the tail of a stratified order holds only the biggest labels: a test set cut there would miss some).
+    order = SPLITS if sizes["train"] is not None else (*SPLITS[1:], SPLITS[0])
+    cut, start = {}, 0
+    for split in order:
         stop = len(df) if sizes[split] is None else start + sizes[split]
-        frames[split] = df.iloc[start:stop].reset_index(drop=True)
+        cut[split] = df.iloc[start:stop].reset_index(drop=True)
         start = stop
+    frames = {split: cut[split] for split in SPLITS}
     return Splits(
         name=name or Path(path).stem,
         source=str(Path(path).resolve()),

@@ -21,7 +21,7 @@ model's deliberate answer, so it scores 0 (the user got no answer) with no `erro
 against `max_error_rate`; the promotion gate, which refuses tables holding errors, can still compare.
 Comparable: input guards depend on the inputs alone, so two models under the same guards are refused on
 the same rows (a concordant pair, which McNemar's test ignores); an output refusal counts against the
-model that wrote it. Hits are run metrics `<split>_guard/<name>/hits` (and `/refused`).
+model that wrote it. Hits are run metrics `<split>/guard/<name>/hits` (and `/refused`).
 
     >>> outcome = evaluate_program(program, splits.examples("dev"), exact_match,
     ...                            outputs=["label"], ids=splits.ids("dev"), lm=lm)     # doctest: +SKIP
@@ -49,6 +49,7 @@ from pipelines.evaluation.stats import bootstrap_ci, macro_f1, statistic_ci
 from pipelines.guards import Guarded, GuardRefused, GuardSet
 from pipelines.lm.secrets import scrub, scrub_exception
 from pipelines.lm.usage import measure_usage
+from pipelines.tracking import metric_names as names
 
 
 class EvaluationFailed(RuntimeError):
@@ -76,55 +77,89 @@ class EvalOutcome:
         _, low, high = bootstrap_ci(self.table["score"].dropna(), confidence=confidence)  # failed rows: no score
         return low, high
 
-    def metrics(self, prefix: str) -> dict[str, float]:
+    def metrics(self, split: str, role: str = names.SCORE) -> dict[str, float]:
+        """The headline `score/<split>` with its interval, and `<split>/<detail>` (see `metric_names`)."""
+
+        def d(what: str) -> str:
+            return names.detail(split, what, role)
+
         lat = self.table["latency_s"].dropna()
         low, high = self.ci()
         out = {
-            f"{prefix}_score": self.score,
-            f"{prefix}_score_ci95_low": low,  # bootstrap over examples
-            f"{prefix}_score_ci95_high": high,
-            f"{prefix}_examples": float(len(self.table)),
-            f"{prefix}_errors": float(self.errors),
-            f"{prefix}_wall_s": self.wall_s,
+            names.score(split, role): self.score,
+            names.ci_low(split, role): low,  # bootstrap over examples
+            names.ci_high(split, role): high,
+            d("examples"): float(len(self.table)),
+            d("errors"): float(self.errors),
+            d("wall_s"): self.wall_s,
         }
         if len(lat):
-            out[f"{prefix}_latency_p50_s"] = float(lat.median())
-            out[f"{prefix}_latency_p95_s"] = float(lat.quantile(0.95))
-            out[f"{prefix}_latency_p99_s"] = float(lat.quantile(0.99))
-        out.update({f"{prefix}_{k}": float(v) for k, v in self.usage.items()})
-        out.update(guard_metrics(self.table, prefix))
+            out[d("latency_p50_s")] = float(lat.median())
+            out[d("latency_p95_s")] = float(lat.quantile(0.95))
+            out[d("latency_p99_s")] = float(lat.quantile(0.99))
+        out.update({d(k): float(v) for k, v in self.usage.items()})
+        out.update({d(k): v for k, v in guard_metrics(self.table).items()})
         answered = self.table[self.table["error"].isna()]  # a failed row is no evidence about any class
         for name, labels in self.label_sets.items():
-            tag = prefix if len(self.label_sets) == 1 else f"{prefix}_{name}"
-            out.update(classification_metrics(answered, name, labels, tag))
+            f1, f1_low, f1_high = macro_f1_ci(answered, name, labels)
+            field = "" if len(self.label_sets) == 1 else f"{name}/"
+            out |= {
+                d(f"{field}macro_f1"): f1,
+                d(f"{field}macro_f1/ci_low"): f1_low,
+                d(f"{field}macro_f1/ci_high"): f1_high,
+            }
         return out
 
-    def log(self, prefix: str) -> None:
-        """Metrics as `<prefix>_score` etc. and the table as `eval/<prefix>_predictions.json` (a UI table)."""
-        mlflow.log_metrics(self.metrics(prefix))
-        mlflow.log_table(self.table, artifact_file=f"eval/{prefix}_predictions.json")
+    def per_class(self) -> pd.DataFrame:
+        """Accuracy per class of each label field (a table: one row per field and label), answered rows only."""
+        answered = self.table[self.table["error"].isna()]
+        rows = [row for name, labels in self.label_sets.items() for row in class_accuracy(answered, name, labels)]
+        return pd.DataFrame(rows, columns=["field", "label", "examples", "accuracy"])
+
+    def log(self, split: str, role: str = names.SCORE) -> None:
+        """Metrics (`score/<split>` ...), the per-example table `eval/<split>_predictions.json` and, for label
+        outputs, `eval/<split>_per_class.json`: tables the UI shows, in place of a scalar metric per class."""
+        stem = split if role == names.SCORE else f"{role}_{split}"
+        mlflow.log_metrics(self.metrics(split, role))
+        mlflow.log_table(self.table, artifact_file=f"eval/{stem}_predictions.json")
+        if self.label_sets:
+            mlflow.log_table(self.per_class(), artifact_file=f"eval/{stem}_per_class.json")
 
 
-def classification_metrics(table: pd.DataFrame, name: str, labels: list[str], prefix: str) -> dict[str, float]:
-    """Macro F1 of one label field (with a bootstrap interval) and accuracy per class."""
+def _codes(table: pd.DataFrame, name: str, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Expected and predicted labels as class codes (any answer outside the label set: one more code)."""
 
     def norm(value) -> str:  # as the shipped metrics compare: case and surrounding space ignored
         return str(value).strip().lower()
 
     codes = {norm(label): i for i, label in enumerate(labels)}
-    wrong = len(labels)  # any answer outside the label set
+    wrong = len(labels)
     expected = np.array([codes.get(norm(v), wrong) for v in table[expected_col(name)]])
     predicted = np.array([codes.get(norm(v), wrong) for v in table[predicted_col(name)].fillna("")])
-    f1, low, high = statistic_ci(functools.partial(macro_f1, n_classes=len(labels)), expected, predicted)
-    out = {f"{prefix}_macro_f1": f1, f"{prefix}_macro_f1_ci95_low": low, f"{prefix}_macro_f1_ci95_high": high}
-    for label, code in zip(labels, range(len(labels)), strict=True):
-        mask = expected == code
-        if mask.any():
-            out[f"{prefix}_class_accuracy.{label}"] = float((predicted[mask] == code).mean())
-    return out
+    return expected, predicted
 
 
-def guard_metrics(table: pd.DataFrame, prefix: str) -> dict[str, float]:
+def macro_f1_ci(table: pd.DataFrame, name: str, labels: list[str]) -> tuple[float, float, float]:
+    """Macro F1 of one label field, with its 95% bootstrap interval."""
+    expected, predicted = _codes(table, name, labels)
+    return statistic_ci(functools.partial(macro_f1, n_classes=len(labels)), expected, predicted)
+
+
+def class_accuracy(table: pd.DataFrame, name: str, labels: list[str]) -> list[dict]:
+    expected, predicted = _codes(table, name, labels)
+    return [
+        {
+            "field": name,
+            "label": label,
+            "examples": int(mask.sum()),
+            "accuracy": float((predicted[mask] == code).mean()),
+        }
+        for code, label in enumerate(labels)
+        if (mask := expected == code).any()
+    ]
+
+
+def guard_metrics(table: pd.DataFrame) -> dict[str, float]:
     """Per guard: rows it hit and rows it refused, from the table's `guard`/`refused_by` columns (if any)."""
     if "guard" not in table:
         return {}
@@ -132,10 +167,10 @@ def guard_metrics(table: pd.DataFrame, prefix: str) -> dict[str, float]:
     for labels in table["guard"].dropna():
         for name in {label.split(":")[0] for label in labels.split("; ")}:
             hits[name] = hits.get(name, 0.0) + 1
-    out = {f"{prefix}_guard/{name}/hits": n for name, n in hits.items()}
+    out = {f"guard/{name}/hits": n for name, n in hits.items()}
     for name, n in table["refused_by"].dropna().value_counts().items():
-        out[f"{prefix}_guard/{name}/refused"] = float(n)
-    out[f"{prefix}_refused"] = float(table["refused_by"].notna().sum())
+        out[f"guard/{name}/refused"] = float(n)
+    out["refused"] = float(table["refused_by"].notna().sum())
     return out
 
 

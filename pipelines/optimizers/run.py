@@ -22,6 +22,7 @@ from pipelines.lm.usage import count_requests, measure_usage
 from pipelines.optimizers.budget import Budget, BudgetExceeded, BudgetGuard
 from pipelines.optimizers.compile import OptimizerSpec, compile_program
 from pipelines.optimizers.stages import StageLog, log_stages, raise_on_step_error
+from pipelines.tracking import metric_names as names
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,20 @@ def stage(name: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     elapsed = time.perf_counter() - start
-    mlflow.log_metric(f"{name}_wall_s", elapsed)
+    mlflow.log_metric(names.wall_s(name), elapsed)
     log.info("[%s] done in %.1fs", name, elapsed)
 
 
-def score_splits(program, task: Task, splits: list[str], settings: EvalSettings, prefix: str = "") -> dict[str, float]:
+def score_splits(
+    program, task: Task, splits: list[str], settings: EvalSettings, role: str = names.SCORE
+) -> dict[str, float]:
     scores = {}
     for split in splits:
         outcome = evaluate_split(program, task, split, settings)
-        outcome.log(f"{prefix}{split}")
+        outcome.log(split, role)
         scores[split] = outcome.score
         low, high = outcome.ci()
-        log.info("%s%s score: %.3f [%.3f, %.3f] (n=%d)", prefix, split, outcome.score, low, high, len(outcome.table))
+        log.info("%s %s: %.3f [%.3f, %.3f] (n=%d)", role, split, outcome.score, low, high, len(outcome.table))
     return scores
 
 
@@ -85,7 +88,7 @@ def compile_within_budget(
     log_stages(compiled, stages)
     # lm_calls: calls answered; lm_requests: requests sent, failed and retried ones included (what a budget bounds)
     spent = usage.summary() | {"lm_requests": requests.count}
-    mlflow.log_metrics({f"compile_{k}": v for k, v in spent.items()})
+    mlflow.log_metrics({names.compile_(k): v for k, v in spent.items()})
     mlflow.set_tag("stopped_by_budget", stopped or "false")
     if spec.fail_on_step_error:
         raise_on_step_error(compiled, stages)  # after logging: the run shows what happened, then FAILS
@@ -108,7 +111,7 @@ def optimize_program(
     result = Optimized(program)
     if baseline:
         with stage("baseline"):
-            result.baseline = score_splits(program, task, report_splits, settings, prefix="baseline_")
+            result.baseline = score_splits(program, task, report_splits, settings, role=names.BASELINE)
     with stage("compile"):
         result.program, result.stopped_by_budget = compile_within_budget(
             spec, program, task, lm=lm, budget=budget or Budget(), logging_scope=logging_scope
@@ -116,5 +119,5 @@ def optimize_program(
     with stage("evaluate"):
         result.scores = score_splits(result.program, task, report_splits, settings)
     for split in result.baseline:
-        mlflow.log_metric(f"{split}_gain", result.scores[split] - result.baseline[split])
+        mlflow.log_metric(names.gain(split), result.scores[split] - result.baseline[split])
     return result

@@ -99,10 +99,9 @@ def log_stages(compiled, stages: StageLog) -> list[dict]:
     rows = stage_table(compiled, stages)
     for i, row in enumerate(rows):
         if row["valset_score"] is not None:
-            mlflow.log_metric("stage_valset_score", float(row["valset_score"]), step=i)
+            mlflow.log_metric("compile/stage_valset_score", float(row["valset_score"]), step=i)
         if row["seconds"] is not None:
-            mlflow.log_metric("stage_wall_s", row["seconds"], step=i)
-            mlflow.log_metric(f"stage{i}_{row['step']}_wall_s", row["seconds"])
+            mlflow.log_metric("compile/stage_wall_s", row["seconds"], step=i)  # the step table has each one named
     flagged = bool(getattr(compiled, "flag_compilation_error_occurred", False))
     mlflow.set_tag("compile_step_error", "; ".join(stages.errors) if flagged or stages.errors else "false")
     with tempfile.TemporaryDirectory() as tmp:

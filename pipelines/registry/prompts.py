@@ -52,13 +52,24 @@ def _user(signature: type[dspy.Signature], values: dict[str, Any]) -> str:
     return "\n".join(f"{name}: {values[name]}" for name in signature.input_fields if name in values)
 
 
+MAX_TEMPLATE_DEMOS = 32  # more is a pool to retrieve from (`RetrievedDemos`), not a fixed prompt
+
+
 def chat_template(predictor: dspy.Predict) -> list[dict[str, str]]:
-    """System (instructions + output format), one user/assistant pair per demo, then the inputs as variables."""
+    """System (instructions + output format), one user/assistant pair per demo, then the inputs as variables.
+
+    A predictor holding more than `MAX_TEMPLATE_DEMOS` demos uses them as a pool, picking a few per input: no
+    fixed prompt shows that, and hundreds of pairs would pass the registry's size limit, so the template says
+    so in its system message and carries none of them (the model's `program.json` holds the pool)."""
     sig = predictor.signature
     fmt = response_format(sig)["properties"]
     system = "\n".join([sig.instructions, "", "Reply with one JSON object with these fields:"])
-    messages = [{"role": "system", "content": system + "\n" + "\n".join(_format_line(n, s) for n, s in fmt.items())}]
-    for demo in predictor.demos:
+    system += "\n" + "\n".join(_format_line(n, s) for n, s in fmt.items())
+    pool = len(predictor.demos) > MAX_TEMPLATE_DEMOS
+    if pool:
+        system += f"\n\n(Examples are retrieved per input from a pool of {len(predictor.demos)}; not shown here.)"
+    messages = [{"role": "system", "content": system}]
+    for demo in [] if pool else predictor.demos:
         values = demo.toDict() if hasattr(demo, "toDict") else dict(demo)
         answer = {k: values[k] for k in sig.output_fields if k in values}
         if answer:  # a demo without outputs teaches nothing about the format

@@ -15,14 +15,14 @@ COLUMNS = {
     "tags.optimizer": "optimizer",
     "tags.mlflow.runName": "run",
     "status": "status",
-    "metrics.baseline_{split}_score": "baseline",
-    "metrics.{split}_score": "score",
-    "metrics.{split}_gain": "gain",
-    "metrics.compile_lm_calls": "lm_calls",
-    "metrics.compile_input_tokens": "input_tokens",
-    "metrics.compile_output_tokens": "output_tokens",
-    "metrics.compile_cost_usd": "cost_usd",
-    "metrics.compile_wall_s": "compile_s",
+    "metrics.baseline/{split}": "baseline",  # names: pipelines.tracking.metric_names
+    "metrics.score/{split}": "score",
+    "metrics.gain/{split}": "gain",
+    "metrics.compile/lm_calls": "lm_calls",
+    "metrics.compile/input_tokens": "input_tokens",
+    "metrics.compile/output_tokens": "output_tokens",
+    "metrics.compile/cost_usd": "cost_usd",
+    "metrics.wall_s/compile": "compile_s",
     "tags.stopped_by_budget": "stopped_by_budget",
     "run_id": "run_id",
 }
@@ -95,7 +95,7 @@ def log_comparison(parent_run_id: str, split: str) -> pd.DataFrame:
     scored = table.dropna(subset=["score"])
     if len(scored):
         best = scored.iloc[0]
-        client.log_metric(parent_run_id, f"best_{split}_score", float(best["score"]))
+        client.log_metric(parent_run_id, f"best/{split}", float(best["score"]))
         client.set_tag(parent_run_id, "best_optimizer", str(best["optimizer"]))
         client.set_tag(parent_run_id, "best_run_id", str(best["run_id"]))
     return table

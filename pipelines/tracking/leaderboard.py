@@ -25,7 +25,7 @@ def leaderboard(experiment: str, split: str = "dev") -> pd.DataFrame:
     runs = runs[_col(runs, "tags.entry_point").isin(["train", "optimize"])]
 
     def total(name: str) -> pd.Series:  # compile + scoring on `split`
-        return _col(runs, f"metrics.{split}_{name}", 0).fillna(0) + _col(runs, f"metrics.compile_{name}", 0).fillna(0)
+        return _col(runs, f"metrics.{split}/{name}", 0).fillna(0) + _col(runs, f"metrics.compile/{name}", 0).fillna(0)
 
     lm_calls, cost = total("lm_calls"), total("cost_usd")
     board = pd.DataFrame(
@@ -35,12 +35,12 @@ def leaderboard(experiment: str, split: str = "dev") -> pd.DataFrame:
             "entry_point": _col(runs, "tags.entry_point"),
             "optimizer": _col(runs, "tags.optimizer"),
             "task": _col(runs, "tags.task"),
-            "score": _col(runs, f"metrics.{split}_score"),
-            "ci_low": _col(runs, f"metrics.{split}_score_ci95_low"),
-            "ci_high": _col(runs, f"metrics.{split}_score_ci95_high"),
+            "score": _col(runs, f"metrics.score/{split}"),
+            "ci_low": _col(runs, f"metrics.score/{split}/ci_low"),
+            "ci_high": _col(runs, f"metrics.score/{split}/ci_high"),
             "lm_calls": lm_calls,
             "cost_usd": cost,
-            "latency_p50_s": _col(runs, f"metrics.{split}_latency_p50_s"),
+            "latency_p50_s": _col(runs, f"metrics.{split}/latency_p50_s"),
             "start_time": runs["start_time"],
         }
     )

@@ -1,10 +1,10 @@
 """Scores on the logged model itself, per dataset: what the model's page and `search_logged_models` show.
 
-A run's `dev_score` describes the run; the same number logged with `model_id=` and `dataset=` describes
+A run's `score/dev` describes the run; the same number logged with `model_id=` and `dataset=` describes
 the model, on exactly that split's data (name + digest), so models compare per dataset across runs:
 
     >>> mlflow.search_logged_models(datasets=[{"dataset_name": "travel_intents-test"}],
-    ...                             order_by=[{"field_name": "metrics.test_score"}])   # doctest: +SKIP
+    ...                             order_by=[{"field_name": "metrics.score/test"}])   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from dataclasses import dataclass
 import mlflow
 
 from pipelines.data.splits import Splits
+from pipelines.tracking import metric_names as names
 
 
 def score_keys(split: str) -> tuple[str, str, str]:
     """The run metrics `EvalOutcome.metrics` writes for a split: score and its 95% bootstrap interval."""
-    return f"{split}_score", f"{split}_score_ci95_low", f"{split}_score_ci95_high"
+    return names.score(split), names.ci_low(split), names.ci_high(split)
 
 
 def log_model_score(model_id: str, splits: Splits, split: str, score: float, low: float, high: float) -> None:
-    """`<split>_score` and its interval, against the model and the split's dataset (in the active run)."""
+    """`score/<split>` and its interval, against the model and the split's dataset (in the active run)."""
     dataset = splits.mlflow_dataset(split)
     for key, value in zip(score_keys(split), (score, low, high), strict=True):
         mlflow.log_metric(key, value, model_id=model_id, dataset=dataset)

@@ -24,11 +24,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from pipelines.data.splits import SPLITS
+from pipelines.tracking import metric_names as names
 
 LOCAL_UI = "http://127.0.0.1:5000"  # what `mlflow ui` / `make ui` serves for a sqlite or file store
 NOTE_TAG = "mlflow.note.content"  # MLflow's run description
-_LM_CALLS = re.compile(r"(^|_)lm_calls$")
-_TOKENS = re.compile(r"(^|_)(input|output)_tokens$")
+_LM_CALLS = re.compile(r"(^|/)lm_calls$")
+_TOKENS = re.compile(r"(^|/)(input|output)_tokens$")
 
 
 def genai_surfaces(cfg) -> bool:
@@ -84,18 +85,19 @@ class RunFacts:
     def of(cls, run: Run) -> RunFacts:
         m, tags = run.data.metrics, run.data.tags
         scores = []
-        for prefix, label in (("", "{}"), ("baseline_", "baseline {}")):
+        for role, label in ((names.SCORE, "{}"), (names.BASELINE, "baseline {}")):
             for split in SPLITS:
-                if f"{prefix}{split}_score" in m:
-                    key = f"{prefix}{split}_score"
-                    n = m.get(f"{prefix}{split}_examples")
-                    low, high = m.get(f"{key}_ci95_low"), m.get(f"{key}_ci95_high")
-                    scores.append(Score(label.format(split), m[key], low, high, int(n) if n else None))
+                if names.score(split, role) in m:
+                    n = m.get(names.detail(split, "examples", role))
+                    low, high = m.get(names.ci_low(split, role)), m.get(names.ci_high(split, role))
+                    scores.append(
+                        Score(label.format(split), m[names.score(split, role)], low, high, int(n) if n else None)
+                    )
         n_paired = int(tags["promotion.paired_examples"]) if "promotion.paired_examples" in tags else None
         gate_split = run.data.params.get("eval.split", "gate")  # register compares on eval.split
-        for role in ("challenger", "champion"):
-            if f"{role}_score" in m:
-                scores.append(Score(f"{role} {gate_split}", m[f"{role}_score"], n=n_paired))
+        for role, key in (("challenger", names.GATE_CHALLENGER), ("champion", names.GATE_CHAMPION)):
+            if key in m:
+                scores.append(Score(f"{role} {gate_split}", m[key], n=n_paired))
         model_uri = tags.get("model_uri") or tags.get("evaluated_model")
         if tags.get("model_name") and tags.get("model_version"):
             model_uri = f"models:/{tags['model_name']}/{tags['model_version']}"

@@ -20,7 +20,6 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from pipelines.lm.secrets import scrub
-
 from pipelines.tracking.runs import SWEEP_PARENT_ENV as PARENT_ENV
 from pipelines.tracking.runs import configure_tracking
 

@@ -156,6 +156,22 @@ def test_test_size_none_takes_the_rest(csv_path):
     assert sorted(sum((splits.ids(s) for s in SPLITS), [])) == list(range(40))
 
 
+def test_train_size_none_takes_the_rest_after_the_held_out_splits(csv_path):
+    splits = load(csv_path, train_size=None, val_size=8, dev_size=8, test_size=8)
+    assert list(splits.frames) == ["train", "val", "dev", "test"]
+    assert {s: len(splits.ids(s)) for s in SPLITS} == {"train": 16, "val": 8, "dev": 8, "test": 8}
+    assert sorted(sum((splits.ids(s) for s in SPLITS), [])) == list(range(40))
+    # The held-out splits come from the balanced stratified prefix: every label, in proportion.
+    assert sorted(splits.frame("test")["label"]) == LABELS
+    fixed = load(csv_path, train_size=16, val_size=8, dev_size=8, test_size=8)
+    assert splits.ids("val") == fixed.ids("train")[:8]  # same order, cut from the front
+
+
+def test_train_and_test_cannot_both_take_the_rest(csv_path):
+    with pytest.raises(DataError, match="cannot both be null"):
+        load(csv_path, train_size=None, test_size=None)
+
+
 def test_stratified_prefix_covers_every_label(csv_path):
     for seed in (0, 1, 7):
         splits = load(csv_path, train_size=8, val_size=8, dev_size=16, test_size=8, seed=seed)

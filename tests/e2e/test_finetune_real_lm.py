@@ -140,7 +140,8 @@ def test_bettertogether_really_fine_tunes_and_logs_it(bettertogether_run):
     assert m["finetune_train_rows"] >= 1 and m["finetune_steps"] >= 1
     losses = client.get_metric_history(result.run_id, "finetune_loss")
     assert len(losses) == m["finetune_steps"]
-    assert {"stage1_p_wall_s", "stage2_w_wall_s", "finetune_train_s", "finetune_peak_rss_mb"} <= set(m)
+    assert {"compile/stage_wall_s", "finetune_train_s", "finetune_peak_rss_mb"} <= set(m)
+    assert sorted(w.step for w in client.get_metric_history(result.run_id, "compile/stage_wall_s")) == [1, 2]
     digest = tags["finetuned_model"].rsplit(":ft-", 1)[1]
     logged = {a.path for a in client.list_artifacts(result.run_id, "finetune")}
     assert {f"finetune/{digest}.gguf", f"finetune/finetune-{digest}.json"} <= logged

@@ -59,10 +59,10 @@ def test_scores_runs_and_traces_are_logged(trained):
     for run_id in (train_res.run_id, test_res.run_id, reg_res.run_id):
         assert client.get_run(run_id).info.status == "FINISHED"
     train_metrics = client.get_run(train_res.run_id).data.metrics
-    assert 0.0 <= train_metrics["dev_score"] <= 1.0
-    assert train_metrics["dev_lm_calls"] > 0 and train_metrics["dev_input_tokens"] > 0
-    assert train_metrics["dev_cost_usd"] == 0.0
-    assert "test_score" in client.get_run(test_res.run_id).data.metrics
+    assert 0.0 <= train_metrics["score/dev"] <= 1.0
+    assert train_metrics["dev/lm_calls"] > 0 and train_metrics["dev/input_tokens"] > 0
+    assert train_metrics["dev/cost_usd"] == 0.0
+    assert "score/test" in client.get_run(test_res.run_id).data.metrics
     assert set(test_res.outcome.table["predicted.label"]) <= LABELS
     # Each evaluation example left a trace with the metric attached as an assessment.
     experiment = client.get_run(test_res.run_id).info.experiment_id

@@ -61,7 +61,7 @@ def test_multistage_program_optimizes_registers_and_serves(experiment, tmp_path)
     client = MlflowClient()
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert 0.0 <= run.data.metrics["dev_score"] <= 1.0
+    assert 0.0 <= run.data.metrics["score/dev"] <= 1.0
 
     # Every stage is a predictor the optimiser could tune, and each left its own span in the dev traces.
     spec_program = mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model().program

@@ -31,9 +31,9 @@ def test_miprov2_light_real_lm(make_cfg):
     run = client.get_run(result.run_id)
     m = run.data.metrics
     assert run.info.status == "FINISHED"
-    assert 0.0 <= m["baseline_test_score"] <= 1.0 and 0.0 <= m["test_score"] <= 1.0
-    assert m["test_gain"] == pytest.approx(m["test_score"] - m["baseline_test_score"])
-    assert m["compile_lm_calls"] > 10 and m["compile_cost_usd"] == 0.0
+    assert 0.0 <= m["baseline/test"] <= 1.0 and 0.0 <= m["score/test"] <= 1.0
+    assert m["gain/test"] == pytest.approx(m["score/test"] - m["baseline/test"])
+    assert m["compile/lm_calls"] > 10 and m["compile/cost_usd"] == 0.0
     # Score per optimisation step: MLflow's DSPy autolog logs MIPROv2's full evaluations.
     steps = client.get_metric_history(result.run_id, "eval_full")
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")

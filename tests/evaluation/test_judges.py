@@ -106,8 +106,8 @@ def test_evaluate_logs_deepeval_metrics_with_intervals(make_cfg):
     result = evaluate(cfg, model_uri=trained.model_uri)
     m = MlflowClient().get_run(result.run_id).data.metrics
     for name in ("geval_correctness", "answer_relevancy"):
-        assert 0.0 <= m[f"test_{name}"] <= 1.0
-        assert m[f"test_{name}_ci95_low"] <= m[f"test_{name}"] <= m[f"test_{name}_ci95_high"]
+        assert 0.0 <= m[f"test/{name}"] <= 1.0
+        assert m[f"test/{name}/ci_low"] <= m[f"test/{name}"] <= m[f"test/{name}/ci_high"]
         assert name in result.outcome.table
         assert len(result.outcome.table[name]) == 4
 
@@ -136,9 +136,9 @@ def test_evaluate_shows_each_judge_the_examples_it_scored(make_cfg, recording):
     # The recorder scores exact matches, so its mean is the task score; it is logged with an interval.
     assert list(table["spy"]) == list(table["score"])
     m = MlflowClient().get_run(result.run_id).data.metrics
-    assert m["test_spy"] == pytest.approx(table["score"].mean())
-    assert m["test_spy"] == pytest.approx(m["test_score"], abs=1e-4)  # `test_score` is DSPy's, rounded
-    assert m["test_spy_ci95_low"] <= m["test_spy"] <= m["test_spy_ci95_high"]
+    assert m["test/spy"] == pytest.approx(table["score"].mean())
+    assert m["test/spy"] == pytest.approx(m["score/test"], abs=1e-4)  # `test_score` is DSPy's, rounded
+    assert m["test/spy/ci_low"] <= m["test/spy"] <= m["test/spy/ci_high"]
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from pipelines.evaluation.metrics import (
     output_fields,
     with_feedback,
 )
-from pipelines.evaluation.scoring import classification_metrics, scored
+from pipelines.evaluation.scoring import class_accuracy, macro_f1_ci, scored
 
 
 def two_outputs() -> dspy.Example:
@@ -194,40 +194,38 @@ def label_table() -> pd.DataFrame:
 
 
 def test_macro_f1_matches_sklearn():
-    m = classification_metrics(label_table(), "intent", LABELS, "dev")
+    f1, _, _ = macro_f1_ci(label_table(), "intent", LABELS)
     sk = f1_score(EXPECTED, [p or "" for p in PREDICTED], average="macro", labels=LABELS, zero_division=0)
-    assert m["dev_macro_f1"] == pytest.approx(sk)
+    assert f1 == pytest.approx(sk)
     # by hand: a P=2/3 R=2/3 F1=2/3; b P=2/3 R=1/2 F1=4/7; c P=1 R=2/3 F1=4/5
-    assert m["dev_macro_f1"] == pytest.approx((2 / 3 + 4 / 7 + 4 / 5) / 3)
+    assert f1 == pytest.approx((2 / 3 + 4 / 7 + 4 / 5) / 3)
 
 
 def test_macro_f1_interval_contains_the_value():
-    m = classification_metrics(label_table(), "intent", LABELS, "dev")
-    assert m["dev_macro_f1_ci95_low"] <= m["dev_macro_f1"] <= m["dev_macro_f1_ci95_high"]
-    assert m["dev_macro_f1_ci95_low"] < m["dev_macro_f1_ci95_high"]
-    assert 0.0 <= m["dev_macro_f1_ci95_low"] and m["dev_macro_f1_ci95_high"] <= 1.0
+    f1, low, high = macro_f1_ci(label_table(), "intent", LABELS)
+    assert low <= f1 <= high
+    assert low < high
+    assert 0.0 <= low and high <= 1.0
 
 
 def test_per_class_accuracy():
-    m = classification_metrics(label_table(), "intent", LABELS, "dev")
-    assert m["dev_class_accuracy.a"] == pytest.approx(2 / 3)
-    assert m["dev_class_accuracy.b"] == pytest.approx(2 / 4)
-    assert m["dev_class_accuracy.c"] == pytest.approx(2 / 3)
+    accuracy = {r["label"]: r["accuracy"] for r in class_accuracy(label_table(), "intent", LABELS)}
+    assert accuracy == pytest.approx({"a": 2 / 3, "b": 2 / 4, "c": 2 / 3})
     # a label never expected has no accuracy; it still counts (as 0) in macro F1, as in sklearn
-    wider = classification_metrics(label_table(), "intent", [*LABELS, "d"], "x")
-    assert "x_class_accuracy.d" not in wider
-    assert wider["x_macro_f1"] == pytest.approx(
-        f1_score(EXPECTED, [p or "" for p in PREDICTED], average="macro", labels=[*LABELS, "d"], zero_division=0)
+    wider = [*LABELS, "d"]
+    assert "d" not in {r["label"] for r in class_accuracy(label_table(), "intent", wider)}
+    assert macro_f1_ci(label_table(), "intent", wider)[0] == pytest.approx(
+        f1_score(EXPECTED, [p or "" for p in PREDICTED], average="macro", labels=wider, zero_division=0)
     )
 
 
 def test_a_perfect_table_scores_one():
     table = label_table().assign(**{"predicted.intent": EXPECTED})
-    m = classification_metrics(table, "intent", LABELS, "t")
-    assert m["t_macro_f1"] == m["t_macro_f1_ci95_high"] == 1.0
+    f1, low, high = macro_f1_ci(table, "intent", LABELS)
+    assert f1 == high == 1.0
     # Not a degenerate interval: a resample that misses a class scores it 0 (sklearn's labels=..., zero_division=0).
-    assert m["t_macro_f1_ci95_low"] <= 1.0
-    assert {m[f"t_class_accuracy.{label}"] for label in LABELS} == {1.0}
+    assert low <= 1.0
+    assert {r["accuracy"] for r in class_accuracy(table, "intent", LABELS)} == {1.0}
 
 
 # -- the GSM8K task -------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_a_program_that_raises_on_one_example_gets_an_error_row():
     assert outcome.errors == 1
     others = [s for (text, _, _), s in zip(DATA, SCORES, strict=True) if text != "book kyiv"]
     assert outcome.score == pytest.approx(sum(others) / len(others))
-    assert outcome.metrics("dev")["dev_errors"] == 1.0
+    assert outcome.metrics("dev")["dev/errors"] == 1.0
 
 
 def test_a_program_with_no_output_is_a_wrong_answer_not_a_failure():
@@ -124,35 +124,35 @@ def test_metric_names():
     assert outcome.label_sets == {"intent": ["book", "cancel", "refund"]}  # only output fields
     m = outcome.metrics("dev")
     assert set(m) == {
-        "dev_score",
-        "dev_score_ci95_low",
-        "dev_score_ci95_high",
-        "dev_examples",
-        "dev_errors",
-        "dev_wall_s",
-        "dev_latency_p50_s",
-        "dev_latency_p95_s",
-        "dev_latency_p99_s",
-        "dev_lm_calls",
-        "dev_input_tokens",
-        "dev_output_tokens",
-        "dev_cost_usd",
-        "dev_macro_f1",
-        "dev_macro_f1_ci95_low",
-        "dev_macro_f1_ci95_high",
-        "dev_class_accuracy.book",
-        "dev_class_accuracy.cancel",
-        "dev_class_accuracy.refund",
+        "score/dev",
+        "score/dev/ci_low",
+        "score/dev/ci_high",
+        "dev/examples",
+        "dev/errors",
+        "dev/wall_s",
+        "dev/latency_p50_s",
+        "dev/latency_p95_s",
+        "dev/latency_p99_s",
+        "dev/lm_calls",
+        "dev/input_tokens",
+        "dev/output_tokens",
+        "dev/cost_usd",
+        "dev/macro_f1",
+        "dev/macro_f1/ci_low",
+        "dev/macro_f1/ci_high",
     }
-    assert m["dev_examples"] == 6.0 and m["dev_errors"] == 0.0 and m["dev_score"] == outcome.score
-    # intent: book 1/1 right, cancel 1/2 (book lima), refund 2/3 (cancel paris)
-    assert m["dev_class_accuracy.book"] == 1.0 and m["dev_class_accuracy.cancel"] == 0.5
-    assert m["dev_class_accuracy.refund"] == pytest.approx(2 / 3)
+    assert m["dev/examples"] == 6.0 and m["dev/errors"] == 0.0 and m["score/dev"] == outcome.score
+    # Per class: a table, not a metric each. intent: book 1/1 right, cancel 1/2 (book lima), refund 2/3 (cancel paris)
+    per_class = outcome.per_class().set_index("label")["accuracy"].to_dict()
+    assert per_class == pytest.approx({"book": 1.0, "cancel": 0.5, "refund": 2 / 3})
 
 
 def test_two_label_fields_are_named_per_field():
     cities = ["kyiv", "lima", "paris", "rome", "oslo"]
-    m = run(label_sets={"intent": ["book", "cancel", "refund"], "city": cities}).metrics("val")
-    assert {"val_intent_macro_f1", "val_city_macro_f1", "val_city_class_accuracy.lima"} <= set(m)
-    assert "val_macro_f1" not in m
-    assert m["val_city_class_accuracy.rome"] == pytest.approx(2 / 3)  # rome expected 3 times, once said paris
+    outcome = run(label_sets={"intent": ["book", "cancel", "refund"], "city": cities})
+    m = outcome.metrics("val")
+    assert {"val/intent/macro_f1", "val/city/macro_f1", "val/city/macro_f1/ci_low"} <= set(m)
+    assert "val/macro_f1" not in m
+    per_class = outcome.per_class().set_index(["field", "label"])["accuracy"]
+    assert per_class[("city", "rome")] == pytest.approx(2 / 3)  # rome expected 3 times, once said paris
+    assert ("intent", "book") in per_class.index

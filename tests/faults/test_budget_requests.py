@@ -38,8 +38,8 @@ def test_a_budget_of_n_calls_sends_at_most_n_requests(make_cfg, monkeypatch, fau
     assert stopped and f"max_lm_calls={N} reached" in stopped
     assert fake.requests == N  # at most N, and the budget was really what stopped it
     metrics = MlflowClient().get_run(run.info.run_id).data.metrics
-    assert metrics["compile_lm_requests"] == N
-    assert metrics["compile_lm_calls"] == fake.statuses.count(200) < N  # answered calls undercount what was sent
+    assert metrics["compile/lm_requests"] == N
+    assert metrics["compile/lm_calls"] == fake.statuses.count(200) < N  # answered calls undercount what was sent
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ def test_a_failed_row_is_excluded_from_the_score_not_counted_as_zero():
     assert math.isnan(failed["score"]) and pd.isna(failed["predicted.label"]) and pd.isna(failed["latency_s"])
     assert table.drop(index="book b")["error"].isna().all()
     assert outcome.ci() == (1.0, 1.0)
-    assert outcome.metrics("dev")["dev_errors"] == 1.0 and outcome.metrics("dev")["dev_examples"] == 6.0
+    assert outcome.metrics("dev")["dev/errors"] == 1.0 and outcome.metrics("dev")["dev/examples"] == 6.0
 
 
 def test_by_default_one_failure_fails_the_evaluation_at_once_naming_it():

@@ -55,7 +55,7 @@ def test_thirty_percent_failures_complete_with_retries(make_cfg):
     print(f"30% failures: {fake.requests} requests, {fake.statuses.count(500)} failed and retried")
     run = the_run()
     assert run.info.status == "FINISHED" and result.model_uri
-    assert run.data.metrics["dev_errors"] == 0 and run.data.metrics["dev_examples"] == DEV
+    assert run.data.metrics["dev/errors"] == 0 and run.data.metrics["dev/examples"] == DEV
     assert fake.statuses.count(500) >= 3  # the failures happened ...
     assert fake.statuses.count(200) >= DEV  # ... and every example was answered after its retry
     retried = [after for before, after in zip(fake.statuses, fake.statuses[1:], strict=False) if before == 500]
@@ -74,7 +74,7 @@ def test_a_dead_provider_fails_the_run_in_bounded_time_and_leaves_no_model(make_
     run = the_run()
     assert run.info.status == "FAILED"
     assert run.data.tags["error"].startswith("EvaluationFailed: evaluation failed: 1 of 10 examples raised")
-    assert "dev_score" not in run.data.metrics
+    assert "score/dev" not in run.data.metrics
     no_model_anywhere(make_cfg, fake)
 
 

@@ -76,13 +76,13 @@ def test_redact_refuse_flag_in_an_evaluation(lm_requests):
     assert list(table["score"]) == [1.0, 1.0, 0.0, 1.0]
     assert list(table["text"]) == [t for t, _ in ROWS]  # the table keeps the example as given
     metrics = outcome.metrics("dev")
-    assert metrics["dev_guard/pii/hits"] == 2 and metrics["dev_guard/injection/refused"] == 1
-    assert metrics["dev_refused"] == 1
+    assert metrics["dev/guard/pii/hits"] == 2 and metrics["dev/guard/injection/refused"] == 1
+    assert metrics["dev/refused"] == 1
 
     flagged = run({"injection": STRICT["injection"] | {"action": "flag"}})
     assert "Ignore all previous instructions" in "\n".join(lm_requests)  # flag: sent as is, counted
     assert flagged.table["refused_by"].isna().all()
-    assert guard_metrics(flagged.table, "dev") == {"dev_guard/injection/hits": 1.0, "dev_refused": 0.0}
+    assert guard_metrics(flagged.table) == {"guard/injection/hits": 1.0, "refused": 0.0}
 
 
 def test_no_guards_leaves_the_table_as_before(lm_requests):

@@ -50,17 +50,17 @@ def test_each_optimizer_runs_end_to_end(make_cfg, name):
     assert run.info.status == "FINISHED"
     assert tags["optimizer"] == name and tags["entry_point"] == "optimize"
     for split in ("dev", "test"):
-        assert 0.0 <= m[f"baseline_{split}_score"] <= 1.0
-        assert 0.0 <= m[f"{split}_score"] <= 1.0
-        assert m[f"{split}_gain"] == pytest.approx(m[f"{split}_score"] - m[f"baseline_{split}_score"])
-        assert result.scores[split] == pytest.approx(m[f"{split}_score"])
-        assert result.baseline[split] == pytest.approx(m[f"baseline_{split}_score"])
-    assert "val_score" not in m and "train_score" not in m  # the optimiser's own splits are never reported
+        assert 0.0 <= m[f"baseline/{split}"] <= 1.0
+        assert 0.0 <= m[f"score/{split}"] <= 1.0
+        assert m[f"gain/{split}"] == pytest.approx(m[f"score/{split}"] - m[f"baseline/{split}"])
+        assert result.scores[split] == pytest.approx(m[f"score/{split}"])
+        assert result.baseline[split] == pytest.approx(m[f"baseline/{split}"])
+    assert "score/val" not in m and "score/train" not in m  # the optimiser's own splits are never reported
     for stage in ("baseline", "compile", "evaluate"):
-        assert m[f"{stage}_wall_s"] >= 0
-    assert m["compile_cost_usd"] == 0.0
+        assert m[f"wall_s/{stage}"] >= 0
+    assert m["compile/cost_usd"] == 0.0
     if name != "labeled_fewshot":  # LabeledFewShot only copies examples
-        assert m["compile_lm_calls"] > 0 and m["compile_input_tokens"] > 0
+        assert m["compile/lm_calls"] > 0 and m["compile/input_tokens"] > 0
     assert tags["stopped_by_budget"] == "false"
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "program")}
     assert artifacts == {"program/program.json", "program/program.md"}
@@ -77,10 +77,10 @@ def test_train_is_optimize_with_the_train_preset(make_cfg):
     assert tags["entry_point"] == "train" and tags["optimizer"] == "bootstrap"
     # No baseline stage, scored on dev only: the held-out test split is never looked at.
     assert result.baseline == {} and set(result.scores) == {"dev"}
-    assert 0.0 <= m["dev_score"] <= 1.0 and result.selection_score == pytest.approx(m["dev_score"])
-    assert not {"baseline_dev_score", "baseline_wall_s", "dev_gain", "test_score", "baseline_test_score"} & set(m)
-    assert m["compile_wall_s"] >= 0 and m["evaluate_wall_s"] >= 0
-    assert m["compile_lm_calls"] > 0
+    assert 0.0 <= m["score/dev"] <= 1.0 and result.selection_score == pytest.approx(m["score/dev"])
+    assert not {"baseline/dev", "wall_s/baseline", "gain/dev", "score/test", "baseline/test"} & set(m)
+    assert m["wall_s/compile"] >= 0 and m["wall_s/evaluate"] >= 0
+    assert m["compile/lm_calls"] > 0
     assert tags["model_uri"] == result.model_uri
 
 
@@ -169,8 +169,8 @@ def test_optimize_main_returns_the_dev_score_not_test(make_cfg):
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     m = run.data.metrics
-    assert m["dev_score"] != m["test_score"], "the splits score alike here: the test could not tell them apart"
-    assert returned == pytest.approx(m["dev_score"])
+    assert m["score/dev"] != m["score/test"], "the splits score alike here: the test could not tell them apart"
+    assert returned == pytest.approx(m["score/dev"])
 
 
 def test_selection_score_is_the_dev_score_whatever_the_order():
@@ -193,9 +193,9 @@ def test_budget_stops_cleanly_with_best_so_far(make_cfg):
     assert run.info.status == "FINISHED"
     assert result.stopped_by_budget and "max_lm_calls=20" in result.stopped_by_budget
     assert run.data.tags["stopped_by_budget"].startswith("max_lm_calls=20")
-    assert run.data.metrics["compile_lm_calls"] == 20  # checked before each call: never one past
-    assert "test_score" in run.data.metrics  # the kept program was still evaluated and logged
-    assert "dev_score" in run.data.metrics and result.selection_score == run.data.metrics["dev_score"]
+    assert run.data.metrics["compile/lm_calls"] == 20  # checked before each call: never one past
+    assert "score/test" in run.data.metrics  # the kept program was still evaluated and logged
+    assert "score/dev" in run.data.metrics and result.selection_score == run.data.metrics["score/dev"]
 
 
 def test_sweep_makes_one_parent_with_children_and_comparison(tmp_path):
@@ -235,7 +235,7 @@ def test_sweep_makes_one_parent_with_children_and_comparison(tmp_path):
     assert {row["optimizer"] for row in table} == {"bootstrap_rs", "labeled_fewshot"}
     assert all(row["score"] is not None and row["baseline"] is not None for row in table)
     # The comparison is on dev (a validation split), never on test.
-    dev = {r.data.tags["optimizer"]: r.data.metrics["dev_score"] for r in children}
+    dev = {r.data.tags["optimizer"]: r.data.metrics["score/dev"] for r in children}
     assert {row["optimizer"]: row["score"] for row in table} == pytest.approx(dev)
     html = open(client.download_artifacts(parent.info.run_id, "comparison.html", str(tmp_path))).read()
     assert "plotly" in html.lower() and "bootstrap_rs" in html
@@ -254,7 +254,7 @@ def test_bettertogether_weight_step_without_finetuning_provider_fails_before_spe
     (run,) = client.search_runs([exp.experiment_id], "tags.entry_point = 'optimize'")
     assert run.info.status == "FAILED"
     assert "no fine-tuning provider" in run.data.tags["error"]
-    assert "compile_lm_calls" not in run.data.metrics and not run.inputs.dataset_inputs
+    assert "compile/lm_calls" not in run.data.metrics and not run.inputs.dataset_inputs
 
 
 @pytest.mark.parametrize(
@@ -273,7 +273,7 @@ def test_splits_smaller_than_the_optimizers_minibatch_fail_before_spending(make_
     client = MlflowClient(cfg.tracking.uri)
     (run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert run.info.status == "FAILED" and message in run.data.tags["error"]
-    assert "baseline_dev_score" not in run.data.metrics and "compile_lm_calls" not in run.data.metrics
+    assert "baseline/dev" not in run.data.metrics and "compile/lm_calls" not in run.data.metrics
 
 
 def test_a_sweep_with_a_failing_job_ends_its_parent_failed_naming_the_job(tmp_path):

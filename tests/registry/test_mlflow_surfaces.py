@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from pipelines.evaluate import evaluate
 from pipelines.register import register
-from pipelines.registry.prompts import chat_template, prompt_name
+from pipelines.registry.prompts import chat_template, prompt_name, register_program_prompts
 from pipelines.tracking.summary import NOTE_TAG, report
 from pipelines.train import train
 
@@ -38,18 +38,23 @@ def test_logged_model_carries_its_scores_per_dataset(make_cfg):
     (model,) = models_scored_on("dev")
     assert trained.model_uri == f"models:/{model.model_id}"
     dev = {m.key: m.value for m in model.metrics if m.dataset_digest == digests["dev"]}
-    assert dev["dev_score"] == pytest.approx(trained.selection_score)
-    assert dev["dev_score_ci95_low"] <= dev["dev_score"] <= dev["dev_score_ci95_high"]
-    assert dev["dev_score_ci95_low"] == run.data.metrics["dev_score_ci95_low"]
+    assert dev["score/dev"] == pytest.approx(trained.selection_score)
+    assert dev["score/dev/ci_low"] <= dev["score/dev"] <= dev["score/dev/ci_high"]
+    assert dev["score/dev/ci_low"] == run.data.metrics["score/dev/ci_low"]
     (model,) = models_scored_on("test")  # evaluate scored the same logged model on test
-    test = [m for m in model.metrics if m.key == "test_score" and m.dataset_digest == digests["test"]]
+    test = [m for m in model.metrics if m.key == "score/test" and m.dataset_digest == digests["test"]]
     assert [m.value for m in test] == [pytest.approx(tested.score)] and test[0].run_id == tested.run_id
     assert {m.key for m in model.metrics if m.dataset_name == "travel_intents-test"} >= {
-        "test_score_ci95_low",
-        "test_score_ci95_high",
+        "score/test/ci_low",
+        "score/test/ci_high",
     }
+    # Models rank by a headline score, as the README shows.
+    ranked = mlflow.search_logged_models(
+        experiment_ids=[exp], order_by=[{"field_name": "metrics.score/test", "ascending": False}], output_format="list"
+    )
+    assert ranked[0].model_id == model.model_id
     # The run keeps its own metric names, and train shows its program readably, as optimize does.
-    assert run.data.metrics["dev_score"] == trained.selection_score
+    assert run.data.metrics["score/dev"] == trained.selection_score
     assert "## `predict`" in mlflow.artifacts.load_text(f"runs:/{trained.run_id}/program/program.md")
 
 
@@ -87,7 +92,7 @@ def test_prompts_follow_the_model_aliases_and_versions_tell_their_story(make_cfg
         assert f"(#/experiments/{exp}/runs/{run_id})" in description
     # The register run's scores belong to their own models, not to whichever model was loaded last.
     challenger_model = mlflow.get_logged_model(second.model_uri.split("/")[-1])
-    assert "challenger_score" in {m.key for m in challenger_model.metrics}
+    assert "gate/challenger" in {m.key for m in challenger_model.metrics}
 
     # A forced promotion moves the prompts' champion alias too (and rewrites the description).
     forced = register(second_cfg, run_id=second.run_id, force=True)
@@ -99,10 +104,10 @@ def test_summary_has_score_interval_and_links(make_cfg, capsys):
     result = train(make_cfg("train", ["optimizer=none"]))
     text = report([result.run_id])
     run = MlflowClient().get_run(result.run_id)
-    low, high = run.data.metrics["dev_score_ci95_low"], run.data.metrics["dev_score_ci95_high"]
+    low, high = run.data.metrics["score/dev/ci_low"], run.data.metrics["score/dev/ci_high"]
     assert f"dev score             {result.selection_score:.3f} ± {(high - low) / 2:.3f} [{low:.3f}, " in text
     assert "n=16" in text and f"model                 {result.model_uri}" in text
-    assert f"LM calls              {int(run.data.metrics['dev_lm_calls'])}" in text
+    assert f"LM calls              {int(run.data.metrics['dev/lm_calls'])}" in text
     exp = run.info.experiment_id
     assert f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{result.run_id}" in text
     assert f"http://127.0.0.1:5000/#/experiments/{exp}\n" in text + "\n"
@@ -132,3 +137,18 @@ def test_prompt_names_and_templates_are_valid_for_any_program():
     ]
     assert messages[-1]["content"] == "question: {{question}}\ncontext: {{context}}"
     assert "- answer: integer" in messages[0]["content"]
+
+
+def test_a_retrieval_pool_is_named_not_spelled_out_in_the_prompt(make_cfg):
+    """814 pool demos would pass the registry's 100,000-character limit; the template says a pool is used."""
+    import dspy
+
+    predictor = dspy.Predict("text -> label")
+    predictor.demos = [dspy.Example(text=f"message {i} " + "x" * 200, label="a") for i in range(814)]
+    messages = chat_template(predictor)
+    assert len(messages) == 2 and "retrieved per input from a pool of 814" in messages[0]["content"]
+    mlflow.set_tracking_uri(make_cfg("train").tracking.uri)
+    program = dspy.Module()
+    program.predict = predictor
+    (uri,) = register_program_prompts(program, "pool_model")
+    assert mlflow.genai.load_prompt(uri).template[0]["content"] == messages[0]["content"]

@@ -69,8 +69,8 @@ def test_train_logs_model_scores_and_lineage(make_cfg):
     assert run.info.status == "FINISHED"
     assert set(result.scores) == {"dev"}  # train scores on dev only: test is for evaluate
     assert 0.0 < result.selection_score <= 1.0
-    assert run.data.metrics["dev_score"] == result.selection_score
-    assert "test_score" not in run.data.metrics
+    assert run.data.metrics["score/dev"] == result.selection_score
+    assert "score/test" not in run.data.metrics
     assert run.data.tags["optimizer"] == "labeled_fewshot"
     assert run.data.tags["entry_point"] == "train"
     assert run.data.tags["model_uri"] == result.model_uri
@@ -98,8 +98,8 @@ def test_bootstrap_compiles_demos(make_cfg):
     cfg = make_cfg("train", ["optimizer=bootstrap"])
     result = train(cfg)
     metrics = MlflowClient().get_run(result.run_id).data.metrics
-    assert metrics["compile_lm_calls"] > 0
-    assert metrics["dev_lm_calls"] > 0
+    assert metrics["compile/lm_calls"] > 0
+    assert metrics["dev/lm_calls"] > 0
 
 
 def test_register_promotes_only_a_better_challenger(make_cfg, tmp_path, lm_calls):
@@ -115,7 +115,7 @@ def test_register_promotes_only_a_better_challenger(make_cfg, tmp_path, lm_calls
     assert reg1.challenger_score is None and reg1.champion_score is None and reg1.p_value is None
     reg_run = client.get_run(reg1.run_id)
     assert reg_run.info.status == "FINISHED"
-    assert not {"challenger_score", "champion_score", "promotion_p_value"} & set(reg_run.data.metrics)
+    assert not {"gate/challenger", "gate/champion", "gate/p_value"} & set(reg_run.data.metrics)
     assert not any(p.startswith("eval/") for p in artifact_paths(reg1.run_id))
     assert "promotion_report.html" in artifact_paths(reg1.run_id)
     tags1 = client.get_model_version(reg1.name, reg1.version).tags
@@ -151,9 +151,9 @@ def test_register_promotes_only_a_better_challenger(make_cfg, tmp_path, lm_calls
     assert second.run_id in version2.description and tags["data_digest"] in version2.description
     # The register run holds the scores, the p-value and the decision.
     run2 = client.get_run(reg2.run_id)
-    assert run2.data.metrics["challenger_score"] == pytest.approx(second.selection_score, abs=1e-4)
-    assert run2.data.metrics["champion_score"] == pytest.approx(first.selection_score, abs=1e-4)
-    assert run2.data.metrics["promotion_p_value"] == 1.0
+    assert run2.data.metrics["gate/challenger"] == pytest.approx(second.selection_score, abs=1e-4)
+    assert run2.data.metrics["gate/champion"] == pytest.approx(first.selection_score, abs=1e-4)
+    assert run2.data.metrics["gate/p_value"] == 1.0
     assert run2.data.tags["promotion.decision"] == "kept_champion"
     assert run2.data.tags["model_version"] == reg2.version
 
@@ -380,7 +380,7 @@ def test_register_defaults_to_latest_run_and_evaluate_to_champion(make_cfg):
     run = MlflowClient().get_run(result.run_id)
     assert run.data.tags["model_version"] == reg.version
     assert run.data.tags["model_name"] == reg.name
-    assert "test_score" in run.data.metrics
+    assert "score/test" in run.data.metrics
     assert set(result.outcome.table["row_id"]) == set(
         mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/data/splits.json")["test"]
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import dspy
@@ -42,15 +42,36 @@ def test_the_embedded_model_runs_one_row_at_a_time_whatever_the_setting(monkeypa
     assert row_concurrency(provider, default=4) == 4
 
 
+class InFlight(dspy.Module):
+    """The program, counting how many rows are inside it at once (a property of the run, not of the clock)."""
+
+    def __init__(self, program):
+        super().__init__()
+        self.program, self.now, self.most = program, 0, 0
+        self._lock = threading.Lock()
+
+    def forward(self, **row):
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return self.program(**row)
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
 def test_sixteen_rows_through_a_provider_run_concurrently_in_row_order(fake_provider):
-    program = SingleStep(TWO_BY_TWO.to_dict())
+    program = InFlight(SingleStep(TWO_BY_TWO.to_dict()))
     lm, adapter = instantiate(provider_config(fake_provider)), JSONAdapter()
-    run_rows(program, rows(1), lm=lm, adapter=adapter, concurrency=1)  # LiteLLM's first-call imports, untimed
-    start = time.monotonic()
     predictions = run_rows(program, rows(16), lm=lm, adapter=adapter, concurrency=16)
-    elapsed = time.monotonic() - start
     assert [p.label for p in predictions] == expected(16)
-    assert elapsed < 16 * LATENCY_S / 2  # serially it cannot take less than 16 x the latency
+    # Each fake call takes 0.2 s: with 16 threads, rows overlap however loaded the machine is. (How much faster
+    # that is is measured by scripts/measure_serving.py, not asserted here.)
+    assert program.most > 1
+    serial = InFlight(SingleStep(TWO_BY_TWO.to_dict()))
+    run_rows(serial, rows(4), lm=lm, adapter=adapter, concurrency=1)
+    assert serial.most == 1
 
 
 def test_serve_passes_concurrency_and_stream_to_the_server(make_cfg):

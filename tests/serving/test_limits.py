@@ -9,8 +9,8 @@ from mlflow.pyfunc import scoring_server
 
 from pipelines.serve import serve_environment
 from pipelines.serving.limits import ServingLimits
-from tests.serving.test_upstream_errors import INTENTS
 from tests.serving.models import PREDICT, log_served_model, provider_config
+from tests.serving.test_upstream_errors import INTENTS
 
 
 def test_serve_hands_its_limits_to_the_server_process(make_cfg, tmp_path):
@@ -36,7 +36,9 @@ def test_a_request_past_max_rows_is_a_400_pointing_at_the_batch_scorer(fake_prov
         assert dspy.cache.disk_cache.directory == str(tmp_path / "cache")  # not ~/.dspy_cache
 
         def ask(n: int):
-            return client.post("/invocations", json={"dataframe_split": {"columns": ["text"], "data": [["refund"]] * n}})
+            return client.post(
+                "/invocations", json={"dataframe_split": {"columns": ["text"], "data": [["refund"]] * n}}
+            )
 
         refused = ask(4)
         assert refused.status_code == 400

@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.pyfunc import scoring_server
 
-from pipelines.lm.secrets import register_secret
-from tests.faults.fake_provider import FakeProvider
 from pipelines.data.contract import Contract
+from pipelines.lm.secrets import register_secret
 from tests.fakes import TRAVEL_RULES
+from tests.faults.fake_provider import FakeProvider
 from tests.serving.models import PREDICT, log_served_model
 
 KEY = "sk-upstream-test-0123456789abcdef"

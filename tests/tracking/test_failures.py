@@ -96,7 +96,7 @@ def test_a_signal_ends_the_run_failed_not_running(tmp_path, signum, reason):
     detail = (calls, run.info.status, proc.returncode, run.data.tags.get("error"), stderr.decode()[-2000:])
     assert run.info.status == "FAILED", detail
     assert reason in run.data.tags["error"], detail
-    assert "dev_score" not in run.data.metrics  # stopped mid-way through scoring dev
+    assert "score/dev" not in run.data.metrics  # stopped mid-way through scoring dev
     assert calls_reported(calls_file) < DEV_ROWS
 
 

@@ -30,8 +30,8 @@ def test_every_lm_span_carries_its_tokens_and_they_add_up_to_the_runs(make_cfg):
         assert lm_spans and all(s.span_type in ("CHAT_MODEL", "LLM") for s in lm_spans)
         assert trace.info.token_usage["input_tokens"] > 0
     metrics = MlflowClient().get_run(result.run_id).data.metrics
-    assert metrics["dev_input_tokens"] == sum(t.info.token_usage["input_tokens"] for t in traces)
-    assert metrics["dev_output_tokens"] == sum(t.info.token_usage["output_tokens"] for t in traces)
+    assert metrics["dev/input_tokens"] == sum(t.info.token_usage["input_tokens"] for t in traces)
+    assert metrics["dev/output_tokens"] == sum(t.info.token_usage["output_tokens"] for t in traces)
 
 
 def test_a_priced_provider_models_traces_show_cost(make_cfg, monkeypatch):
@@ -49,7 +49,7 @@ def test_a_priced_provider_models_traces_show_cost(make_cfg, monkeypatch):
     assert traces and all(t.info.token_usage["input_tokens"] == 50 for t in traces)  # the fake's usage per call
     cost = traces[0].info.trace_metadata.get("mlflow.trace.cost")
     assert cost is not None and '"total_cost"' in cost, traces[0].info.trace_metadata
-    assert MlflowClient().get_run(result.run_id).data.metrics["dev_cost_usd"] == pytest.approx(
+    assert MlflowClient().get_run(result.run_id).data.metrics["dev/cost_usd"] == pytest.approx(
         sum(json.loads(t.info.trace_metadata["mlflow.trace.cost"])["total_cost"] for t in traces),
         rel=1e-3,
     )
