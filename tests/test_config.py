@@ -648,7 +648,8 @@ def test_a_misnamed_split_fails_before_any_run_or_lm_call(make_cfg, entry, overr
     original = KeywordEngine.complete
     KeywordEngine.complete = lambda self, request: calls.append(request) or original(self, request)
     try:
-        with pytest.raises(DataError, match=rf"{key}: unknown split\(s\) \['validation'\]; choose from \['train', 'val', 'dev', 'test'\]"):
+        roles = r"\['train', 'val', 'dev', 'test'\]"
+        with pytest.raises(DataError, match=rf"{key}: unknown split\(s\) \['validation'\]; choose from {roles}"):
             (evaluate if entry == "evaluate" else optimize)(cfg)
     finally:
         KeywordEngine.complete = original

@@ -147,9 +147,8 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         return self._guard(answer, "outputs")
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from pipelines.serving.rows import row_concurrency, run_rows
-
         from pipelines.serving.errors import serving_error
+        from pipelines.serving.rows import row_concurrency, run_rows
 
         rows = self._rows(model_input)
         concurrency = row_concurrency(self.lm, default=self.num_threads)
