@@ -237,8 +237,6 @@ def _record_decision(
         "data_split": split,
         "git_commit": src_tags.get("git_commit") or git_commit(),
         "promotion.forced": str(bool(force)).lower(),
-        "promotion.split": split,
-        "promotion.alpha": str(cfg.registry.gate.alpha),
         "promotion.champion_version": str(champion.version) if champion else "none",
     } | decision.tags()
     if challenger_table is not None:
