@@ -258,12 +258,18 @@ def started_run(tracking, run_name: str | None, tags: dict, config: dict) -> Ite
         kwargs = {"run_id": launcher_run}
     else:
         kwargs = {"experiment_id": experiment_id, "run_name": run_name}
-    with mlflow.start_run(**kwargs) as run, _sigterm_as_exit():
+    with mlflow.start_run(**kwargs) as run, _sigterm_as_exit() as signals:
         named = {"mlflow.runName": run_name} if launcher_run and run_name else {}  # `mlflow run` picked a random one
         mlflow.set_tags(tags | process_tags() | named)
         log_config(config, tags.get("entry_point"))
         try:
             yield run
+            # Library code that catches BaseException may have swallowed the signal's exception: the run
+            # still ends FAILED with the reason, never FINISHED as if nothing had happened.
+            if signal.SIGINT in signals:
+                raise KeyboardInterrupt
+            if signals:
+                raise SystemExit(f"terminated by signal {signal.Signals(signals[0]).name}")
         except BaseException as exc:
             record_failure(run.info.run_id, scrub(failure_reason(exc))[:5000])  # a provider may echo the key
             raise
@@ -298,24 +304,27 @@ def record_failure(run_id: str, reason: str, attempts: int = 5) -> None:
 
 @contextmanager
 def _sigterm_as_exit() -> Iterator[None]:
-    """Turn SIGTERM (a scheduler, `kill`, a CI timeout) into SystemExit, so the run ends FAILED with a
-    reason instead of staying RUNNING forever. Only the main thread can install signal handlers."""
+    """Turn SIGTERM (a scheduler, `kill`, a CI timeout) into SystemExit and SIGINT into KeyboardInterrupt, so
+    the run ends FAILED with a reason instead of staying RUNNING forever; yields the signals received. Only
+    the main thread can install signal handlers."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield []
         return
 
-    received: list[str] = []
+    received: list[int] = []
 
     def terminate(signum, frame):
-        received.append(f"terminated by signal {signal.Signals(signum).name}")
-        raise SystemExit(received[-1])
+        received.append(signum)
+        raise SystemExit(f"terminated by signal {signal.Signals(signum).name}")
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, terminate)}
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     try:
-        yield
-        # Library code that catches BaseException may have swallowed the SystemExit: the run still ends
-        # FAILED, never FINISHED as if nothing had happened.
-        if received:
-            raise SystemExit(received[0])
+        yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -2,11 +2,11 @@
 
 MLflow's DSPy autolog records token usage only on module spans, and only for predictions that carry DSPy's
 per-prediction usage, which DSPy leaves out whenever a usage tracker is already active (ours is: every
-stage measures its calls and tokens). The traces then say "Token Usage 0". This callback gives each LM call
-a usage tracker of its own, nested in the stage's (DSPy rolls it up on exit, so the stage's counts do not
-change), and writes what the call used on the LM span, with the model name: MLflow's store prices the span
-from those two (LiteLLM's price table; an embedded `local/` model has no price) and sums usage and cost into
-the trace's totals. Only LM spans (leaves) carry usage, so nothing is counted twice.
+stage measures its calls and tokens). The traces then say "Token Usage 0". This callback reads what each LM
+call used from the LM's own history entry (DSPy appends one per call, with its usage, before the callbacks
+end) and writes it on the LM span, with the model name: MLflow's store prices the span from those two
+(LiteLLM's price table; an embedded `local/` model has no price) and sums usage and cost into the trace's
+totals. Only LM spans (leaves) carry usage, so nothing is counted twice. It changes no DSPy setting.
 
 It must run before MLflow's callback ends the span: `install` puts it first in DSPy's callback list.
 """
@@ -28,26 +28,41 @@ def _tokens(usage: dict, *names: str) -> int:
 
 class LMSpanUsage(BaseCallback):
     def __init__(self) -> None:
-        self._open: dict[str, tuple[Any, Any, str]] = {}
+        self._open: dict[str, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        scope = dspy.track_usage()  # entered here, left in on_lm_end: the same thread, strictly nested
-        tracker = scope.__enter__()
-        with self._lock:
-            self._open[call_id] = (scope, tracker, instance.model)
+        history = getattr(instance, "history", None)
+        if history is None:
+            return
+        with self._lock:  # the last entry before this call: the call's own entry comes after it
+            self._open[call_id] = (instance, history[-1] if history else None)
+
+    def _entry(self, instance, before, outputs) -> dict | None:
+        """This call's history entry: the newest one after `before`, the one with these outputs if several
+        calls ended meanwhile (rows run in threads)."""
+        candidates = []
+        for entry in reversed(instance.history):
+            if entry is before:
+                break
+            candidates.append(entry)
+        for entry in candidates:
+            if entry.get("outputs") == outputs:
+                return entry
+        return candidates[0] if len(candidates) == 1 else None
 
     def on_lm_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
         with self._lock:
             opened = self._open.pop(call_id, None)
-        if opened is None:
+        if opened is None or exception is not None:
             return
-        scope, tracker, model = opened
-        usage = tracker.get_total_tokens().get(model) or {}
-        scope.__exit__(None, None, None)  # the call's usage rolls up into the stage's tracker
+        instance, before = opened
+        entry = self._entry(instance, before, outputs)
+        usage = (entry or {}).get("usage") or {}
         span = mlflow.get_current_active_span()  # the LM call's span, still open: MLflow's callback runs next
         if span is None or not usage:
             return
+        model = instance.model
         inputs = _tokens(usage, "prompt_tokens", "input_tokens")
         outputs_ = _tokens(usage, "completion_tokens", "output_tokens")
         span.set_attribute(
