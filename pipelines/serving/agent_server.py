@@ -27,7 +27,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from mlflow.entities import SpanEvent
 from mlflow.genai.agent_server import AgentServer, get_invoke_function, invoke, stream
@@ -74,7 +74,7 @@ class ProgramAgent(ResponsesAgent):
             if not isinstance(fields, dict):
                 text_inputs = [f.name for f in self.model.contract.inputs if f.type == "str"]
                 if len(self.inputs) != 1 or not text_inputs:
-                    raise ValueError(f"Send the inputs {self.inputs} as custom_inputs or as a JSON object message")
+                    raise BadRequest(f"Send the inputs {self.inputs} as custom_inputs or as a JSON object message")
                 fields = {self.inputs[0]: text}
         return self.model._rows(pd.DataFrame([fields]))[0]
 
@@ -123,6 +123,30 @@ class ProgramAgent(ResponsesAgent):
 _agent: ProgramAgent | None = None
 
 
+class BadRequest(ValueError):
+    """A request the program cannot answer as sent: the caller's to fix (HTTP 400)."""
+
+
+async def _status_of_the_cause(request: Request, exc: HTTPException):
+    """MLflow's agent server turns every exception of a handler into a 500, raised while handling it: the
+    original is the HTTPException's `__context__`. A bad input (ours: `BadRequest`, or the model's
+    `MlflowException` with a 4xx code, e.g. a guard's refusal) is the caller's fault, and an LM failure has
+    its own 5xx (`pipelines.serving.errors`): answer with that status and the cause's message."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.serving.errors import serving_error
+
+    cause = exc.__context__
+    if exc.status_code == 500 and isinstance(cause, BadRequest):
+        return JSONResponse({"error_code": "BAD_REQUEST", "message": str(cause)}, status_code=400)
+    if exc.status_code == 500 and isinstance(cause, Exception) and not isinstance(cause, HTTPException):
+        error = cause if isinstance(cause, MlflowException) else serving_error(cause)
+        return JSONResponse(
+            {"error_code": error.error_code, "message": error.message}, status_code=error.get_http_status_code()
+        )
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 async def _invoke(request: ResponsesAgentRequest) -> dict:
     return await _agent.ainvoke(request)
 
@@ -143,6 +167,7 @@ def create_app() -> FastAPI:
         invoke()(_invoke)
         stream()(_stream)
     server = AgentServer("ResponsesAgent")
+    server.app.add_exception_handler(HTTPException, _status_of_the_cause)
     timeout = float(os.environ.get(TIMEOUT_ENV, "60"))
 
     @server.app.middleware("http")

@@ -110,6 +110,17 @@ def test_serve_stream_true_streams_the_answer_over_http_and_traces_it(two_stage,
     assert {s.name for s in streamed[0].data.spans} >= {"DraftThenVerify.forward", "Predict.forward"}
 
 
+def test_a_bad_request_to_the_agent_server_is_a_400_and_it_keeps_serving(agent_url):
+    missing = {"input": [{"role": "user", "content": "just text, but the model takes two inputs"}]}
+    response = requests.post(f"{agent_url}/invocations", json=missing, timeout=60)
+    assert response.status_code == 400 and "as custom_inputs" in response.json()["message"]
+    empty = {"input": [{"role": "user", "content": "hi"}], "custom_inputs": {**ROW, "ticket": "   "}}
+    response = requests.post(f"{agent_url}/invocations", json=empty, timeout=60)
+    assert response.status_code == 400 and "empty text" in response.json()["message"]
+    body = {"input": [{"role": "user", "content": "hi"}], "custom_inputs": ROW}
+    assert requests.post(f"{agent_url}/invocations", json=body, timeout=60).status_code == 200
+
+
 def test_concurrent_streams_each_get_their_own_answer(agent_url):
     tickets = {f"{word} please, case {i}": label for i, (word, label) in enumerate(KEYWORDS * 2)}
 
