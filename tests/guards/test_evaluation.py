@@ -6,14 +6,13 @@ import json
 
 import dspy
 import mlflow
-import pytest
 from omegaconf import OmegaConf
 
 from pipelines.data.contract import Contract
 from pipelines.evaluation.metrics import exact_match
 from pipelines.evaluation.scoring import EvalSettings, evaluate_program, guard_metrics
 from pipelines.guards import Guarded, GuardSet
-from tests.fakes import KeywordEngine, fake_lm
+from tests.fakes import fake_lm
 
 LABELS = ["refund_request", "lost_luggage", "book_flight"]
 CONTRACT = Contract.from_config({"text": {"type": "str"}}, {"label": {"type": "label", "labels": LABELS}})
@@ -27,20 +26,6 @@ STRICT = {
     "pii": {"_target_": "pipelines.guards.PIIGuard", "action": "redact", "stages": ["inputs", "outputs"]},
     "injection": {"_target_": "pipelines.guards.InjectionGuard", "action": "refuse"},
 }
-
-
-@pytest.fixture
-def lm_requests(monkeypatch):
-    """The text of every message any fake LM is sent."""
-    seen: list[str] = []
-    complete = KeywordEngine.complete
-
-    def recording(self, request):
-        seen.extend(m.text or "" for m in request.messages)
-        return complete(self, request)
-
-    monkeypatch.setattr(KeywordEngine, "complete", recording)
-    return seen
 
 
 def values(column) -> list:

@@ -198,14 +198,16 @@ def test_budget_stops_cleanly_with_best_so_far(make_cfg):
     assert "score/dev" in run.data.metrics and result.selection_score == run.data.metrics["score/dev"]
 
 
-def test_sweep_makes_one_parent_with_children_and_comparison(tmp_path):
+def sweep(tmp_path, optimizers: str) -> subprocess.CompletedProcess:
+    """`optimize -m optimizer=<optimizers>` with the fake LM, in its own process, on a store under tmp_path."""
     store = tmp_path / "store"
+    store.mkdir(exist_ok=True)
     cmd = [
         sys.executable,
         "-m",
         "pipelines.optimize",
         "-m",
-        "optimizer=bootstrap_rs,labeled_fewshot",
+        f"optimizer={optimizers}",
         "lm._target_=tests.fakes.fake_lm",
         f"tracking.uri=sqlite:///{store}/mlflow.db",
         f"tracking.artifact_location={store}/artifacts",
@@ -215,8 +217,12 @@ def test_sweep_makes_one_parent_with_children_and_comparison(tmp_path):
         "eval.display_progress=false",
         *TINY,
     ]
-    store.mkdir()
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_sweep_makes_one_parent_with_children_and_comparison(tmp_path):
+    store = tmp_path / "store"
+    proc = sweep(tmp_path, "bootstrap_rs,labeled_fewshot")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
@@ -278,23 +284,7 @@ def test_splits_smaller_than_the_optimizers_minibatch_fail_before_spending(make_
 
 def test_a_sweep_with_a_failing_job_ends_its_parent_failed_naming_the_job(tmp_path):
     store = tmp_path / "store"
-    store.mkdir()
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipelines.optimize",
-        "-m",
-        "optimizer=labeled_fewshot,simba",  # SIMBA's default mini-batch (16) is larger than the 8-row train split
-        "lm._target_=tests.fakes.fake_lm",
-        f"tracking.uri=sqlite:///{store}/mlflow.db",
-        f"tracking.artifact_location={store}/artifacts",
-        f"paths.dspy_cache_dir={tmp_path}/cache",
-        f"hydra.sweep.dir={tmp_path}/multirun",
-        "tracking.experiment=sweep-test",
-        "eval.display_progress=false",
-        *TINY,
-    ]
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    proc = sweep(tmp_path, "labeled_fewshot,simba")  # SIMBA's default mini-batch (16) > the 8-row train split
     assert proc.returncode != 0
 
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
