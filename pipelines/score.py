@@ -17,13 +17,23 @@ from pathlib import Path
 import mlflow
 from omegaconf import DictConfig
 
-from pipelines.batch import Chunk, ScoreResult, resolve_model, score_file, spark_session
+from pipelines.batch import Chunk, RowRetries, ScoreResult, resolve_model, score_file, spark_session
 from pipelines.cli import hydra_main
 from pipelines.config import flatten, to_container
 from pipelines.tracking.runs import configure_tracking, run_tags, started_run
 
 log = logging.getLogger(__name__)
-SETTINGS = ("model_uri", "input", "input_format", "output", "chunk_rows", "allow_mixed_versions", "spark")
+SETTINGS = (
+    "model_uri",
+    "input",
+    "input_format",
+    "output",
+    "chunk_rows",
+    "allow_mixed_versions",
+    "row_retries",
+    "retry_wait_s",
+    "spark",
+)
 
 
 def _absolute(path: str) -> str:
@@ -40,6 +50,7 @@ def _log_chunk(chunk: Chunk) -> None:
 
 def score(cfg: DictConfig) -> ScoreResult:
     configure_tracking(cfg.tracking)
+    retry = RowRetries(int(cfg.row_retries), float(cfg.retry_wait_s))  # a bad value fails before Spark starts
     model_uri, version = resolve_model(str(cfg.model_uri))
     settings = {k: v for k, v in to_container(cfg).items() if k in SETTINGS}
     tags = run_tags("score") | {"model_uri": str(cfg.model_uri), "scored_with": model_uri}
@@ -58,6 +69,7 @@ def score(cfg: DictConfig) -> ScoreResult:
                 chunk_rows=cfg.chunk_rows,
                 cache_dir=str(cfg.paths.dspy_cache_dir),
                 allow_mixed_versions=cfg.allow_mixed_versions,
+                retry=retry,
                 on_chunk=_log_chunk,
             )
             mlflow.log_metrics(result.metrics())

@@ -7,6 +7,7 @@ result = score_file(spark, "models:/travel_intents@champion", "messages.csv", "s
 """
 
 from pipelines.batch.job import Chunk, ScoreResult, resolve_model, score_file
+from pipelines.batch.partitions import RowRetries
 from pipelines.batch.spark import spark_session
 
-__all__ = ["Chunk", "ScoreResult", "resolve_model", "score_file", "spark_session"]
+__all__ = ["Chunk", "RowRetries", "ScoreResult", "resolve_model", "score_file", "spark_session"]

@@ -5,7 +5,8 @@
     result.rows_scored, result.rows_errors, result.rows_per_s
 
 The output is a Parquet dataset: every input column, `row_id`, one `predicted_<field>` per model output,
-`error` (null, or why the row has no prediction) and `scored_with` (the model version that scored it).
+`error` (null, or why the row has no prediction), `guard_hits` (null, or the guards that fired on the row)
+and `scored_with` (the model version that scored it).
 
 Work is cut into chunks of about `chunk_rows` rows, picked by row id, and each chunk is one Spark job
 that appends to `output`. A job commits its files only when it succeeds, so a crash loses at most the
@@ -31,9 +32,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from pipelines.batch.partitions import partition_scorer
+from pipelines.batch.partitions import DEFAULT_RETRIES, RowRetries, partition_scorer
 from pipelines.batch.rows import (
     ERROR,
+    GUARD_HITS,
     PREDICTION_PREFIX,
     ROW_ID,
     SCORED_WITH,
@@ -56,6 +58,7 @@ class Chunk:
     rows: int
     errors: int
     seconds: float
+    guard_hits: dict[str, int] = field(default_factory=dict)  # guard name -> rows it fired on
 
 
 @dataclass
@@ -69,6 +72,7 @@ class ScoreResult:
     scoring_s: float = 0.0  # the chunks' Spark jobs only: no session start, no model download
     parallelism: int = 1
     chunks: list[Chunk] = field(default_factory=list)
+    guard_hits: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows_per_s(self) -> float:
@@ -84,7 +88,7 @@ class ScoreResult:
             "scoring_s": self.scoring_s,
             "chunks": len(self.chunks),
             "parallelism": self.parallelism,
-        }
+        } | {f"guard/{name}/hits": n for name, n in self.guard_hits.items()}  # as evaluation names them
 
 
 def resolve_model(model_uri: str) -> tuple[str, ModelVersion | None]:
@@ -112,6 +116,7 @@ def score_file(
     chunk_rows: int = 10_000,
     cache_dir: str | None = None,
     allow_mixed_versions: bool = False,
+    retry: RowRetries = DEFAULT_RETRIES,
     on_chunk: Callable[[Chunk], None] | None = None,
 ) -> ScoreResult:
     """Score every row of `input_path` (CSV with a header, Parquet, JSONL) not yet in `output`."""
@@ -158,12 +163,15 @@ def score_file(
             plan = pending.withColumn(CHUNK, F.pmod(F.xxhash64(ROW_ID), F.lit(n_chunks)))
             spark.sparkContext.addFile(model_dir, recursive=True)
             columns = {name: PREDICTION_PREFIX + name for name in out_types}
-            scorer = partition_scorer(Path(model_dir).name, cache_dir, list(in_types), columns, ERROR)
+            scorer = partition_scorer(
+                Path(model_dir).name, cache_dir, list(in_types), columns, ERROR, GUARD_HITS, retry
+            )
             schema = StructType(
                 [
                     *pending.schema.fields,
                     *[StructField(columns[name], kind) for name, kind in out_types.items()],
                     StructField(ERROR, StringType()),
+                    StructField(GUARD_HITS, StringType()),
                 ]
             )
             for k in range(n_chunks):
@@ -173,6 +181,8 @@ def score_file(
                 result.rows_scored += chunk.rows
                 result.rows_errors += chunk.errors
                 result.scoring_s += chunk.seconds
+                for name, n in chunk.guard_hits.items():
+                    result.guard_hits[name] = result.guard_hits.get(name, 0) + n
                 if on_chunk:
                     on_chunk(chunk)
     log.info(
@@ -198,8 +208,16 @@ def _score_chunk(frame, scorer, schema, scored_with: str, output: str, paralleli
     try:
         scored.write.mode("append").parquet(output)
         rows, errors = scored.agg(F.count(F.lit(1)), F.count(ERROR)).first()
+        hits = guard_counts(scored)
     finally:
         scored.unpersist()
-    chunk = Chunk(index=k, of=n, rows=rows, errors=errors, seconds=time.perf_counter() - start)
+    chunk = Chunk(index=k, of=n, rows=rows, errors=errors, seconds=time.perf_counter() - start, guard_hits=hits)
     log.info("chunk %d/%d: %d rows, %d errors, %.1f rows/s", k + 1, n, rows, errors, rows / chunk.seconds)
     return chunk
+
+
+def guard_counts(scored) -> dict[str, int]:
+    """Rows each guard fired on (a row counts once per guard, however many of its fields it hit)."""
+    names = F.array_distinct(F.transform(F.split(GUARD_HITS, "; "), lambda hit: F.split(hit, ":")[0]))
+    hit = scored.where(F.col(GUARD_HITS).isNotNull()).select(F.explode(names).alias("guard"))
+    return {row["guard"]: row["count"] for row in hit.groupBy("guard").count().collect()}

@@ -17,6 +17,7 @@ from pyspark.sql.types import DataType
 
 ROW_ID = "row_id"
 ERROR = "error"
+GUARD_HITS = "guard_hits"  # the row's guard hits (`pii:redact EMAIL_ADDRESS; ...`), null if none
 SCORED_WITH = "scored_with"  # the concrete model (models:/NAME/VERSION) that scored the row
 PREDICTION_PREFIX = "predicted_"  # input files often hold the true labels under the output's own name
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "json", ".json": "json"}
@@ -53,7 +54,7 @@ def read_input(spark: SparkSession, path: str, fmt: str, types: dict[str, DataTy
 
 def check_names(columns: list[str], outputs: list[str]) -> None:
     """Refuse an input whose columns would be overwritten by the ones this job adds."""
-    ours = {ROW_ID, ERROR, SCORED_WITH, *(PREDICTION_PREFIX + name for name in outputs)}
+    ours = {ROW_ID, ERROR, GUARD_HITS, SCORED_WITH, *(PREDICTION_PREFIX + name for name in outputs)}
     clash = sorted(ours & set(columns))
     if clash:
         raise ValueError(f"The input already has column(s) {clash}, which scoring writes; rename them first")

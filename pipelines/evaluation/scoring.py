@@ -46,7 +46,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from pipelines.evaluation.metrics import as_score
 from pipelines.evaluation.stats import bootstrap_ci, macro_f1, statistic_ci
-from pipelines.guards import Guarded, GuardRefused, GuardSet
+from pipelines.guards import Guarded, GuardRefused, GuardSet, hit_labels
 from pipelines.lm.secrets import scrub, scrub_exception
 from pipelines.lm.usage import measure_usage
 from pipelines.tracking import metric_names as names
@@ -172,10 +172,6 @@ def guard_metrics(table: pd.DataFrame) -> dict[str, float]:
         out[f"guard/{name}/refused"] = float(n)
     out["refused"] = float(table["refused_by"].notna().sum())
     return out
-
-
-def _hit_labels(hits) -> str | None:
-    return "; ".join(f"{h.label()} {h.kind}" for h in hits) or None
 
 
 def scored(metric: Callable) -> Callable:
@@ -307,7 +303,7 @@ def evaluate_program(
             "error": error,
         }
         if isinstance(program, Guarded):
-            row["guard"] = _hit_labels(getattr(prediction, "_guard_hits", []))
+            row["guard"] = hit_labels(getattr(prediction, "_guard_hits", []))
             row["refused_by"] = getattr(prediction, "_refused", None)
         rows.append(row)
     errors = sum(row["error"] is not None for row in rows)

@@ -4,7 +4,7 @@ Configured as the `guard=` group (conf/guard/), applied in evaluation (`Guarded`
 and in batch scoring (`DSPyProgramModel`, from the guard config its spec.json carries).
 """
 
-from pipelines.guards.base import ACTIONS, Guard, GuardConfigError, GuardRefused, Hit
+from pipelines.guards.base import ACTIONS, Guard, GuardConfigError, GuardRefused, Hit, hit_labels
 from pipelines.guards.guard_set import GuardSet, text_fields
 from pipelines.guards.guarded import Guarded
 from pipelines.guards.injection import InjectionGuard
@@ -22,5 +22,6 @@ __all__ = [
     "InjectionGuard",
     "MaxLengthGuard",
     "PIIGuard",
+    "hit_labels",
     "text_fields",
 ]

@@ -58,6 +58,12 @@ class Hit:
         return f"{self.guard}:{self.action}"
 
 
+def hit_labels(hits) -> str | None:
+    """A row's hits as one cell (`pii:redact EMAIL_ADDRESS; injection:flag ...`), None if it has none: the
+    `guard` column of an evaluation table and the `guard_hits` column of a scored file."""
+    return "; ".join(f"{h.label()} {h.kind}" for h in hits) or None
+
+
 class Guard:
     """Base class: subclasses implement `find(text) -> list[Finding]` and may override `replacement`."""
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from hydra.utils import instantiate
 
 from pipelines.config import PROJECT_ROOT, redact
 from pipelines.data.contract import Contract, Field
-from pipelines.guards import GuardSet, text_fields
+from pipelines.guards import GuardSet, hit_labels, text_fields
 
 log = logging.getLogger(__name__)
 PROGRAM_FILE = "program.json"
@@ -112,13 +113,15 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         self.num_threads = int(spec.get("num_threads", 1))
         # Guards travel in the spec (`guard=` group at training time); a model logged before them has none.
         self.guards = GuardSet.from_config(spec.get("guard"))
+        self._last = threading.local()  # per thread: the scoring server answers requests on several
         from pipelines.serving.limits import ServingLimits
 
         self.limits = ServingLimits.from_env()  # set by `serve`; none elsewhere
         self.limits.apply_to_dspy()
 
-    def _rows(self, model_input) -> list[dict]:
-        """The request as validated rows: the one place `predict` and `predict_stream` prepare their input."""
+    def guarded_rows(self, model_input) -> tuple[list[dict], list[list]]:
+        """The request as validated, guarded rows, and each row's guard hits: the one place `predict` and
+        `predict_stream` prepare their input."""
         if isinstance(model_input, dict) and not any(
             isinstance(v, list | tuple | np.ndarray) for v in model_input.values()
         ):
@@ -133,16 +136,17 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         if too_many:
             raise _bad_input(too_many)
         # Every row before any LM call: a refused request (HTTP 400 naming the guard) has spent nothing.
-        return [self._guard(row, "inputs", i) for i, row in enumerate(rows)]
+        guarded = [self._guard(row, "inputs", i) for i, row in enumerate(rows)]
+        return [row for row, _ in guarded], [hits for _, hits in guarded]
 
-    def _guard(self, row: dict, stage: str, index: int | None = None) -> dict:
+    def _guard(self, row: dict, stage: str, index: int | None = None) -> tuple[dict, list]:
         fields = text_fields(self.contract.inputs if stage == "inputs" else self.contract.outputs)
         checked, hits = self.guards.check(row, stage, fields, where=f"Row {index}" if index is not None else "")
         if hits:
             log.info("guards on %s: %s", stage, ", ".join(f"{h.label()} {h.kind} in {h.field!r}" for h in hits))
-        return checked
+        return checked, hits
 
-    def _outputs(self, prediction) -> dict[str, Any]:
+    def guarded_outputs(self, prediction) -> tuple[dict[str, Any], list]:
         answer = {f: _output_value(getattr(prediction, f, None)) for f in self.contract.output_names}
         return self._guard(answer, "outputs")
 
@@ -150,7 +154,7 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         from pipelines.serving.errors import serving_error
         from pipelines.serving.rows import row_concurrency, run_rows
 
-        rows = self._rows(model_input)
+        rows, input_hits = self.guarded_rows(model_input)
         concurrency = row_concurrency(self.lm, default=self.num_threads)
         try:
             predictions = run_rows(self.program, rows, lm=self.lm, adapter=self.adapter, concurrency=concurrency)
@@ -159,7 +163,15 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
             error = serving_error(exc)
             log.warning("request failed: %s", error.message)
             raise error from None
-        return pd.DataFrame([self._outputs(p) for p in predictions])
+        answers = [self.guarded_outputs(p) for p in predictions]
+        if hasattr(self, "_last"):  # a model pickled before this existed has no per-thread record
+            self._last.guard_hits = [hit_labels(i + o) for i, (_, o) in zip(input_hits, answers, strict=True)]
+        return pd.DataFrame([answer for answer, _ in answers])
+
+    def last_guard_hits(self) -> list[str | None]:
+        """Per row of this thread's last `predict`, its guard hits (`pii:redact EMAIL_ADDRESS; ...`) or None:
+        what the batch scorer writes in `guard_hits`. A served response stays the outputs alone."""
+        return list(getattr(getattr(self, "_last", None), "guard_hits", []))
 
     def streams_tokens(self) -> bool:
         """Whether partial outputs may go out: an output guard (PII redaction, say) sees whole values only, so
@@ -171,7 +183,7 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         last stage's, for a multi-stage program), then `{"prediction": {field: value, ...}}`, the full answer."""
         from pipelines.serving.streaming import StreamResponse, stream_program_sync
 
-        rows = self._rows(model_input)
+        rows, _ = self.guarded_rows(model_input)
         if len(rows) != 1:
             raise _bad_input(f"Streaming answers one row at a time, got {len(rows)}; send many rows to predict")
         outputs = self.contract.output_names
@@ -180,7 +192,7 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
                 if item.chunk and self.streams_tokens():
                     yield {"field": item.signature_field_name, "delta": str(item.chunk)}
             else:
-                yield {"prediction": self._outputs(item)}
+                yield {"prediction": self.guarded_outputs(item)[0]}
 
 
 def project_requirements() -> list[str]:

@@ -76,7 +76,7 @@ class ProgramAgent(ResponsesAgent):
                 if len(self.inputs) != 1 or not text_inputs:
                     raise BadRequest(f"Send the inputs {self.inputs} as custom_inputs or as a JSON object message")
                 fields = {self.inputs[0]: text}
-        return self.model._rows(pd.DataFrame([fields]))[0]
+        return self.model.guarded_rows(pd.DataFrame([fields]))[0][0]
 
     def _items(self, outputs: dict[str, Any], ids: dict[str, str]) -> list[dict]:
         return [self.create_text_output_item(_value_text(outputs[f]), ids[f]) for f in self.outputs]
@@ -96,7 +96,7 @@ class ProgramAgent(ResponsesAgent):
                 first = False
                 yield self.create_text_delta(item.chunk, ids[item.signature_field_name])
             else:
-                outputs = model._outputs(item)
+                outputs, _ = model.guarded_outputs(item)
                 items = self._items(outputs, ids)
                 for done in items[:-1]:
                     yield {"type": "response.output_item.done", "item": done}

@@ -65,10 +65,14 @@ def test_served_model_refuses_with_400_naming_the_guard(guarded_model, lm_reques
     assert too_long.status_code == 400 and "Refused by guard 'max_length'" in too_long.json()["message"]
 
 
-def test_batch_scoring_makes_a_refusal_that_rows_error(guarded_model):
+def test_batch_scoring_makes_a_refusal_that_rows_error_and_records_each_rows_hits(guarded_model):
     model, _ = guarded_model
-    frame = pd.DataFrame({"text": ["cancel my trip", INJECTION, "my bag is lost"]})
-    predicted, errors = predict_isolating(model, frame, ["label"])
-    assert errors[0] is None and errors[2] is None
-    assert errors[1].startswith("GuardRefused: Row 0: Refused by guard 'injection'")
-    assert pd.isna(predicted["label"][1]) and predicted["label"][0] == "cancel_booking"
+    frame = pd.DataFrame({"text": ["cancel my trip", INJECTION, "my bag is lost, mail ann@example.org"]})
+    scored = predict_isolating(model, frame, ["label"])
+    assert scored.errors[0] is None and scored.errors[2] is None
+    assert scored.errors[1].startswith("GuardRefused: Row 0: Refused by guard 'injection'")
+    assert pd.isna(scored.predicted["label"][1]) and scored.predicted["label"][0] == "cancel_booking"
+    assert scored.guard_hits == [None, None, "pii:redact EMAIL_ADDRESS"]
+
+    clean = predict_isolating(model, frame.iloc[[0, 2]], ["label"])  # one batch call: hits row by row still
+    assert clean.errors == [None, None] and clean.guard_hits == [None, "pii:redact EMAIL_ADDRESS"]

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from pipelines.batch.job import guard_counts
+from pipelines.batch.spark import spark_session
 from tests.fakes import TRAVEL_RULES
 
 pytestmark = pytest.mark.slow
@@ -65,7 +67,7 @@ def test_score_isolates_bad_rows_and_resumes_after_a_crash(project, champion, tm
     good = scored[~scored.index.isin(bad.index)]
     assert bad["error"].notna().all() and bad["predicted_label"].isna().all()
     assert "empty text" in " ".join(bad["error"]) and "expected a string" in " ".join(bad["error"])
-    assert good["error"].isna().all()
+    assert good["error"].isna().all() and scored["guard_hits"].isna().all()  # a model without guards
     assert set(good["predicted_label"]) <= set(TRAVEL_RULES.values())
     assert (scored["scored_with"] == f"models:/{champion}/1").all()
 
@@ -83,3 +85,13 @@ def test_score_isolates_bad_rows_and_resumes_after_a_crash(project, champion, tm
     assert metrics["rows_scored"] == ROWS - len(partial)
     assert metrics["rows_errors"] == len(BAD) - partial["error"].notna().sum()
     assert metrics["rows_per_s"] > 0
+
+
+def test_guard_hits_are_counted_as_rows_per_guard():
+    spark = spark_session("local[1]", conf={"spark.ui.enabled": False})
+    try:
+        hits = [None, "pii:redact EMAIL_ADDRESS; pii:redact PHONE_NUMBER", "injection:flag override; pii:redact IBAN"]
+        frame = spark.createDataFrame(pd.DataFrame({"guard_hits": hits}), "guard_hits string")
+        assert guard_counts(frame) == {"pii": 2, "injection": 1}  # a row counts once per guard
+    finally:
+        spark.stop()
