@@ -107,6 +107,11 @@ class LlamaCppEngine:
             )
             return self._llamas[adapter]
 
+    def loaded(self, model: str | None = None) -> bool:
+        """Whether the base (or the adapter `model` names) has its llama.cpp context in memory now."""
+        with self._lock:
+            return self.adapter_for(model) in self._llamas
+
     def load(self, model: str | None = None) -> None:
         """Load the base (or the adapter `model` names) now; a no-op when loaded. (Provider.launch)"""
         self._model(self.adapter_for(model))

@@ -110,6 +110,9 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         self.adapter = instantiate(spec["adapter"]) if spec.get("adapter") else None
         self.program = instantiate(spec["program"], _convert_="all")
         self.program.load(context.artifacts["program"])
+        # Warm before the scoring server answers /ping: the embedded model's llama.cpp context loads now, not
+        # on the first request (DSPy's `launch`; a provider LM's is a no-op).
+        self.lm.launch()
         self.num_threads = int(spec.get("num_threads", 1))
         # Guards travel in the spec (`guard=` group at training time); a model logged before them has none.
         self.guards = GuardSet.from_config(spec.get("guard"))
