@@ -5,7 +5,7 @@
 
 Trains and registers a model (`--name`) whose LM is the fake OpenAI-compatible server this script runs on
 `--api-port`, then measures, each `--repeats` times (medians printed, every value in the JSON):
-- `score`: rows/s at Spark local[1], local[2], local[4]; per chunk (the last chunk: workers warm) and per
+- `score`: rows/s at Spark local[N] for each `--cores` N (1, 2, 4); per chunk (the last chunk: workers warm) and per
   command (JVM and Python worker start-up included). The ideal for N cores is N times local[1].
 - `predict`: the same rows through `mlflow models predict` (one process), per command;
 - `tracking`: one fake-LM `train` run against sqlite and against the server, interleaved; wall seconds;
@@ -73,16 +73,16 @@ def latest_run(uri: str, experiment: str, entry_point: str):
 def measure_score(args, work: Path, uri: str) -> dict:
     out: dict[str, list] = {}
     for rep in range(args.repeats):
-        for cores in (1, 2, 4):
+        for cores in args.cores:
             tag = f"score-{cores}-{rep}"
             source = work / f"{tag}.csv"
             rows(args.rows, tag).to_csv(source, index=False)
             overrides = [
-                f"model_uri=models:/{args.name}/1",
+                f"model_uri=models:/{args.name}@champion",
                 f"input={source}",
                 f"output={work}/{tag}-out",
                 f"spark.cores={cores}",
-                f"chunk_rows={args.rows // 2}",  # two chunks: the second one runs on warm workers
+                f"chunk_rows={args.chunk_rows or args.rows // 2}",  # default two chunks: the second on warm workers
                 "+spark.conf.spark.ui.enabled=false",
                 *lm_overrides(args, work, tag),
                 "tracking=server",
@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--what", default="all", choices=["all", "score", "predict", "tracking", "serve"])
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per fake LM request")
     parser.add_argument("--rows", type=int, default=1200)
+    parser.add_argument("--cores", type=int, nargs="+", default=[1, 2, 4], help="score: Spark local[N] for each N")
+    parser.add_argument("--chunk-rows", type=int, default=None, help="score: rows per chunk (default: rows / 2)")
     parser.add_argument("--requests", type=int, default=200, help="serving: one-row requests per measurement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--api-port", type=int, default=8012)
