@@ -23,7 +23,8 @@ from omegaconf import DictConfig
 
 from pipelines.cli import hydra_main
 from pipelines.data.task import Task
-from pipelines.evaluation.plots import classification_figures, figures_html, latency_figure
+from pipelines.evaluation.genai import log_genai_evaluation, split_dataset
+from pipelines.evaluation.plots import classification_figures, figures_html, latency_figure, plotly_js_source
 from pipelines.evaluation.scoring import EvalOutcome, EvalSettings, evaluate_split, predicted_col
 from pipelines.evaluation.stats import bootstrap_ci
 from pipelines.guards import GuardSet
@@ -64,10 +65,15 @@ def score_extra_metrics(metrics: dict, outcome: EvalOutcome, task: Task, split: 
             scores.append(float(metric(example, prediction)))
         outcome.table[name] = scores
         mean, low, high = bootstrap_ci(scores)
-        mlflow.log_metrics(
-            {f"{split}/{name}": mean, f"{split}/{name}/ci_low": low, f"{split}/{name}/ci_high": high}
-        )
+        mlflow.log_metrics({f"{split}/{name}": mean, f"{split}/{name}/ci_low": low, f"{split}/{name}/ci_high": high})
         log.info("%s %s: %.3f [%.3f, %.3f]", split, name, mean, low, high)
+
+
+def model_label(model_uri: str, version_tags: dict[str, str]) -> str:
+    """A registered model by name and version (`travel_intents v3`), any other by its URI."""
+    if version_tags:
+        return f"{version_tags['model_name']} v{version_tags['model_version']}"
+    return model_uri
 
 
 def default_model_uri(cfg: DictConfig) -> str:
@@ -85,6 +91,7 @@ def evaluate(
     settings = EvalSettings.from_config(cfg.eval, cfg.get("guard"))
     split = split or cfg.eval.split
     model_uri = None if fresh else (model_uri or default_model_uri(cfg))
+    surfaces = genai_surfaces(cfg)
     with tracked_run(cfg, "evaluate", run_name=cfg.run_name or f"evaluate-{cfg.task.name}-{split}") as run:
         task = Task.from_config(cfg.task)
         task.splits.require(split)
@@ -93,10 +100,12 @@ def evaluate(
             program, _ = build_program(cfg.program, task.contract)
             lm, adapter = session.lm, session.adapter
             mlflow.set_tag("evaluated_model", "fresh program (not compiled)")
+            model, model_id = "fresh program", None
         else:
             loaded = load_program(model_uri)
             program, lm, adapter = loaded.program, loaded.lm, loaded.adapter
             mlflow.set_tags({"evaluated_model": model_uri} | loaded.version_tags())
+            model, model_id = model_label(model_uri, loaded.version_tags()), loaded.model_id
             if not settings.guards:  # no `guard=` given: the guards the model serves with
                 settings = replace(settings, guards=GuardSet.from_config(loaded.spec.get("guard")))
         outcome = evaluate_split(program, task, split, settings, lm=lm, adapter=adapter)
@@ -108,12 +117,15 @@ def evaluate(
             score_extra_metrics(judged, outcome, task, split)
         outcome.log(split)
         low, high = outcome.ci()
-        if model_uri is not None and loaded.model_id and genai_surfaces(cfg):
-            log_model_score(loaded.model_id, task.splits, split, outcome.score, low, high)  # on the model's page
+        if model_id and surfaces:
+            log_model_score(model_id, task.splits, split, outcome.score, low, high)  # on the model's page
+        if surfaces:  # the same traces, scored by the task metric as an MLflow GenAI evaluation
+            dataset = split_dataset(task, split, run.info.experiment_id)
+            log_genai_evaluation(outcome, task, split, model=model, dataset=dataset, model_id=model_id, lm=lm)
         summary = pd.DataFrame(
             [
                 {
-                    "model": model_uri or "fresh program",
+                    "model": model,
                     "split": split,
                     "examples": len(outcome.table),
                     "score": round(outcome.score, 4),
@@ -127,7 +139,9 @@ def evaluate(
             for f in classification_figures(outcome.table, name, labels)
         ]
         figures.append(latency_figure(outcome.table))
-        mlflow.log_text(figures_html(figures, f"Evaluation on {split}", summary), f"eval/{split}_report.html")
+        plotly = plotly_js_source(run.info.experiment_id, run.info.run_id)  # logged once per experiment
+        report_html = figures_html(figures, f"Evaluation of {model} on {split}", summary, plotly)
+        mlflow.log_text(report_html, f"eval/{split}_report.html")
         log.info(
             "%s on %s: %.3f [%.3f, %.3f] (%d examples)",
             model_uri or "fresh program",

@@ -72,6 +72,7 @@ class EvalOutcome:
     wall_s: float = 0.0
     errors: int = 0
     label_sets: dict[str, list[str]] = field(default_factory=dict)  # output label fields: per-class metrics
+    trace_ids: list[str | None] = field(default_factory=list)  # per row, its MLflow trace (None: not traced)
 
     def ci(self, confidence: float = 0.95) -> tuple[float, float]:
         _, low, high = bootstrap_ci(self.table["score"].dropna(), confidence=confidence)  # failed rows: no score
@@ -220,7 +221,7 @@ def evaluate_program(
 
     Raises `EvaluationFailed` when more than `max_error_rate` of the rows fail (see the module docstring)."""
     allowed = allowed_errors(len(examples), max_error_rate)
-    failures: dict[tuple, list[str]] = {}  # example inputs -> the program's error texts, in order
+    failures: dict[tuple, list[tuple[str, str | None]]] = {}  # example inputs -> (error text, trace id), in order
     seen: list[str] = []  # every failure's text, program's and metric's, in the order they happened
     lock = threading.Lock()
 
@@ -234,6 +235,7 @@ def evaluate_program(
     def timed(**inputs):
         if len(seen) > allowed:  # the run fails anyway: send nothing more (DSPy counts this and stops)
             raise RuntimeError("not run: the evaluation's error limit was already exceeded")
+        before = mlflow.get_last_active_trace_id(thread_local=True)
         start = time.perf_counter()
         try:
             prediction = program(**inputs)
@@ -247,9 +249,10 @@ def evaluate_program(
         except Exception as exc:
             text = record(exc)
             with lock:
-                failures.setdefault(_key(inputs), []).append(text)
+                failures.setdefault(_key(inputs), []).append((text, _new_trace(before)))
             raise
         prediction._latency_s = time.perf_counter() - start  # underscore: not an output field
+        prediction._trace_id = _new_trace(before)
         return prediction
 
     as_float = scored(metric)
@@ -286,13 +289,14 @@ def evaluate_program(
     wall = time.perf_counter() - start
 
     ids = list(ids) if ids is not None else list(range(len(examples)))
-    rows = []
+    rows, trace_ids = [], []
     for row_id, (example, prediction, score) in zip(ids, result.results, strict=True):
         # DSPy puts an empty Prediction in a row whose program raised; ours carry their latency.
-        error = getattr(prediction, "_metric_error", None)
+        error, trace_id = getattr(prediction, "_metric_error", None), getattr(prediction, "_trace_id", None)
         if not hasattr(prediction, "_latency_s"):
-            pending = failures.get(_key(example.inputs().toDict())) or ["no result (the program raised)"]
-            error = pending.pop(0)
+            pending = failures.get(_key(example.inputs().toDict())) or [("no result (the program raised)", None)]
+            error, trace_id = pending.pop(0)
+        trace_ids.append(trace_id)
         row = {"row_id": row_id, **example.inputs().toDict()}
         for f in outputs:
             row[expected_col(f)] = example.get(f)
@@ -318,7 +322,14 @@ def evaluate_program(
         wall_s=wall,
         errors=errors,
         label_sets={k: v for k, v in (label_sets or {}).items() if k in outputs},
+        trace_ids=trace_ids,
     )
+
+
+def _new_trace(before: str | None) -> str | None:
+    """The trace this thread finished since `before` was its last one (autolog traces each program call)."""
+    after = mlflow.get_last_active_trace_id(thread_local=True)
+    return after if after != before else None
 
 
 def _failed_message(errors: int, n: int, allowed: int, first: str) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import pandas as pd
 from mlflow import MlflowClient
 
+from pipelines.evaluation.plots import PlotlySource, figures_html, plotly_js_source
+
 COLUMNS = {
     "tags.optimizer": "optimizer",
     "tags.mlflow.runName": "run",
@@ -48,7 +50,7 @@ def comparison_table(runs: pd.DataFrame, split: str) -> pd.DataFrame:
     return table.sort_values("score", ascending=False, na_position="last").reset_index(drop=True)
 
 
-def comparison_html(table: pd.DataFrame, split: str, title: str) -> str:
+def comparison_html(table: pd.DataFrame, split: str, title: str, plotly: PlotlySource | None = None) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -73,12 +75,8 @@ def comparison_html(table: pd.DataFrame, split: str, title: str) -> str:
             fig.add_hline(y=float(baseline.mean()), line_dash="dash", annotation_text="baseline", row=1, col=col)
     fig.update_yaxes(title_text=f"{split} score", range=[0, 1.05])
     fig.update_layout(title=title, height=450, width=1300)
-    chart = fig.to_html(full_html=False, include_plotlyjs=True)
     shown = table.drop(columns=["input_tokens", "output_tokens"]).round(4)
-    return (
-        f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>"
-        f"<h2>{title}</h2>{shown.to_html(index=False, na_rep='')}{chart}</body></html>"
-    )
+    return figures_html([fig], title, shown, plotly)  # plotly.js once per experiment, as the eval reports
 
 
 def log_comparison(parent_run_id: str, split: str) -> pd.DataFrame:
@@ -88,9 +86,9 @@ def log_comparison(parent_run_id: str, split: str) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame()
     table = comparison_table(runs, split)
-    client.log_text(
-        parent_run_id, comparison_html(table, split, f"Optimiser comparison ({split} split)"), "comparison.html"
-    )
+    plotly = plotly_js_source(client.get_run(parent_run_id).info.experiment_id, parent_run_id, report_dir="")
+    title = f"Optimiser comparison ({split} split)"
+    client.log_text(parent_run_id, comparison_html(table, split, title, plotly), "comparison.html")
     client.log_text(parent_run_id, table.to_json(orient="records", indent=2), "comparison.json")
     scored = table.dropna(subset=["score"])
     if len(scored):
