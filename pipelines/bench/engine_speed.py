@@ -1,0 +1,83 @@
+"""Our llama.cpp engine through `dspy.LM` vs `llama_cpp.Llama` called directly, optionally beside busy CPUs.
+
+>>> rows = measure_engine(lm, prompt="Name three fees.", calls=5, repeats=3, burners=2)   # doctest: +SKIP
+>>> [r.name for r in rows], round(rows[0].ratio, 2)                                     # doctest: +SKIP
+(['engine', 'engine_2_burners'], 1.01)
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dspy
+
+from pipelines.bench.ratios import Row
+
+
+def each_call(fn, prompts: list[str]) -> list[float]:
+    times = []
+    for prompt in prompts:
+        start = time.perf_counter()
+        fn(prompt)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+@contextmanager
+def burning(n: int) -> Iterator[None]:
+    """`n` busy-loop processes for the duration of the block: a CPU shared with other work, on purpose."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.5 if n else 0)  # let them reach full speed
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def measure_engine(lm: dspy.LM, *, prompt: str, calls: int, repeats: int, burners: int = 0) -> list[Row]:
+    """Seconds per call: our engine through `lm` (cache off) vs a raw `Llama` on the same file and settings.
+    With `burners`, also our engine beside that many busy CPU processes vs without them."""
+    from llama_cpp import Llama
+
+    engine = lm.engine
+    raw = Llama(
+        model_path=engine.model_path, n_ctx=engine.n_ctx, n_threads=engine.n_threads, seed=engine.seed, verbose=False
+    )
+    max_tokens = lm.kwargs["max_tokens"]
+    texts: dict[str, list[str]] = {"engine": [], "raw": []}
+
+    def ours(text: str) -> None:
+        texts["engine"].append(lm(text)[0])  # one user message, as below
+
+    def direct(text: str) -> None:
+        out = raw.create_chat_completion(
+            messages=[{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0.0, seed=engine.seed
+        )
+        texts["raw"].append(out["choices"][0]["message"]["content"])
+
+    def both(r: int, tag: str) -> dict:
+        prompts = [f"{prompt} (request {tag}{r}.{i})" for i in range(calls)]
+        pair = (ours, direct) if r % 2 == 0 else (direct, ours)  # alternate who goes first
+        return {fn: statistics.median(each_call(fn, prompts)) for fn in pair}
+
+    row = Row("engine", "s/call", "raw llama-cpp-python", details={"max_tokens": max_tokens, "calls": calls})
+    burnt = Row(f"engine_{burners}_burners", "s/call", "our engine, no burners", details={"raw_ratios": []})
+    ours(prompt), direct(prompt)  # warm-up: both contexts loaded, the prompt's template prefix evaluated
+    for r in range(repeats):
+        quiet = both(r, "q")
+        row.add(quiet[ours], quiet[direct])
+        if burners:
+            with burning(burners):
+                busy = both(r, "b")
+            burnt.add(busy[ours], quiet[ours])
+            burnt.details["raw_ratios"].append(busy[direct] / quiet[direct])
+    row.details["same_answers"] = texts["engine"] == texts["raw"]
+    raw.close()
+    return [row, burnt] if burners else [row]
