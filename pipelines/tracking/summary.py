@@ -7,6 +7,7 @@
       model       models:/m-4f0c...
       run         http://127.0.0.1:5000/#/experiments/1/runs/9b2e...
       experiment  http://127.0.0.1:5000/#/experiments/1
+      scores      http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=headline
 
 Everything is read back from the finished run (its metrics and tags), so the summary says what MLflow
 recorded, not what the process believed. The same facts, as one paragraph, become the run's description
@@ -25,6 +26,7 @@ from mlflow.entities import Run
 
 from pipelines.data.splits import SPLITS
 from pipelines.tracking import metric_names as names
+from pipelines.tracking.runs_view import headline_url, write_headline_view
 
 LOCAL_UI = "http://127.0.0.1:5000"  # what `mlflow ui` / `make ui` serves for a sqlite or file store
 NOTE_TAG = "mlflow.note.content"  # MLflow's run description
@@ -160,6 +162,10 @@ def report(run_ids: list[str], *, note: bool = True, tracking_uri: str | None = 
         blocks.append("\n".join([*facts.lines(), f"  {'run':<22}{run_url(exp, run_id, base)}"]))
         experiments += [exp] if exp not in experiments else []
     links = [f"{'experiment':<24}{experiment_url(exp, base)}" for exp in experiments]
+    if note:  # the runs table opening on the headline scores (`runs_view`)
+        for exp in experiments:
+            write_headline_view(exp, client)
+        links += [f"{'scores':<24}{headline_url(exp, base)}" for exp in experiments]
     text = "\n".join([*blocks, *links])
     print(f"\n{text}\n", flush=True)  # the console's last words, whatever the logging config
     return text

@@ -4,6 +4,8 @@ the console summary with the run's UI link. Fake LM throughout: fast."""
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import pytest
 from mlflow import MlflowClient
@@ -111,6 +113,17 @@ def test_summary_has_score_interval_and_links(make_cfg, capsys):
     exp = run.info.experiment_id
     assert f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{result.run_id}" in text
     assert f"http://127.0.0.1:5000/#/experiments/{exp}\n" in text + "\n"
+    # The runs table opens on the headline scores: a shared view the UI reads from the experiment's tags.
+    assert f"http://127.0.0.1:5000/#/experiments/{exp}/runs?viewStateShareKey=headline" in text
+    view = json.loads(MlflowClient().get_experiment(exp).tags["mlflow.sharedViewState.headline"])
+    assert view["selectedColumns"][1:4] == [
+        "metrics.`score/dev`",
+        "metrics.`score/dev/ci_low`",
+        "metrics.`score/dev/ci_high`",
+    ]
+    assert all(
+        c.split(".", 1)[1].strip("`") in run.data.params for c in view["selectedColumns"] if c.startswith("params.")
+    )
     assert text in capsys.readouterr().out
     note = MlflowClient().get_run(result.run_id).data.tags[NOTE_TAG]
     assert f"Dev score {result.selection_score:.3f} (95% CI {low:.3f}-{high:.3f}) on 16 examples." in note
