@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,11 +10,7 @@ from pathlib import Path
 
 import requests
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pipelines.bench.serve_process import free_port, serve_process  # noqa: F401  (free_port: for tests)
 
 
 def wait_for_ping(url: str, proc, timeout: float = 180.0) -> None:
@@ -38,27 +30,10 @@ def wait_for_ping(url: str, proc, timeout: float = 180.0) -> None:
 @contextmanager
 def serving_champion(tracking_uri: str, overrides=(), env: dict | None = None) -> Iterator[str]:
     """`python -m pipelines.serve` (models:/NAME@champion) on a free port; yields its URL, stops it after."""
-    from pipelines.config import PROJECT_ROOT
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.serve", f"port={port}", f"tracking.uri={tracking_uri}", *overrides],
-        cwd=PROJECT_ROOT,
-        env=(os.environ if env is None else env) | {"MLFLOW_TRACKING_URI": str(tracking_uri)},
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    env = (os.environ if env is None else env) | {"MLFLOW_TRACKING_URI": str(tracking_uri)}
+    with serve_process([f"tracking.uri={tracking_uri}", *overrides], env) as (url, proc):
         wait_for_ping(url, proc)
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def files_containing(root: Path, needle: str) -> list[Path]:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +30,7 @@ import requests
 from pipelines.bench.eval_speed import Bench
 from pipelines.bench.load import closed_loop, listening_pid, tree_cpu_s
 from pipelines.bench.ratios import Row
+from pipelines.bench.serve_process import serve_process
 from pipelines.config import PROJECT_ROOT
 from pipelines.registry.model_format import build_spec, log_program_model
 from pipelines.tracking.runs import ensure_store
@@ -73,12 +72,6 @@ def register_program(
     return uri, "models:/bench@champion"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(tracking_uri: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_TRACKING_URI": tracking_uri}
 
@@ -101,27 +94,10 @@ def first_answer(url: str, body: dict, proc: subprocess.Popen, timeout_s: float 
 @contextmanager
 def serving(tracking_uri: str, model_uri: str, first_body: dict, overrides=()) -> Iterator[tuple[str, float]]:
     """`python -m pipelines.serve` on a free port; yields (URL, seconds from process start to first answer)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.serve", f"port={port}", f"model_uri={model_uri}", *overrides],
-        cwd=PROJECT_ROOT,
-        env=_env(tracking_uri),
-        start_new_session=True,  # its own process group: stopped with the uvicorn it execs and any workers
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with serve_process([f"model_uri={model_uri}", *overrides], _env(tracking_uri)) as (url, proc):
         first_answer(url, first_body, proc)
         yield url, time.perf_counter() - start
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def timed_process(args: list[str], env: dict[str, str], timeout_s: float = 300.0) -> float:

@@ -1,0 +1,48 @@
+"""`python -m pipelines.serve` as a child process on a free port, stopped with everything it started.
+
+    with serve_process(["model_uri=models:/bench@champion"], env) as (url, proc):
+        ...                                   # poll url until it answers, then measure or test against it
+
+The server runs in its own process group (`serve` execs uvicorn, which may fork workers), so stopping it
+signals the whole group: SIGTERM, then SIGKILL after 30 s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from pipelines.config import PROJECT_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_process(overrides: list[str], env: Mapping[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.serve", f"port={port}", *overrides],
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
