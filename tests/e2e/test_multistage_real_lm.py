@@ -76,7 +76,9 @@ def test_multistage_program_optimizes_registers_and_serves(experiment, tmp_path)
 
     registered = register(cfg, run_id=result.run_id)
     assert registered.promoted  # first registration of this model name
-    with serving_champion(cfg.tracking.uri, overrides=[f"registry.name={cfg.registry.name}"]) as url:
+    # timeout: a ReAct agent makes several LM calls per row; on a loaded machine two rows pass the 60 s default.
+    served = [f"registry.name={cfg.registry.name}", "timeout=600"]
+    with serving_champion(cfg.tracking.uri, overrides=served) as url:
         reply = requests.post(f"{url}/invocations", json={"dataframe_records": rows}, timeout=600)
         assert reply.status_code == 200, reply.text
         predictions = reply.json()["predictions"]
