@@ -155,12 +155,15 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from pipelines.serving.errors import serving_error
-        from pipelines.serving.rows import row_concurrency, run_rows
+        from pipelines.serving.rows import request_deadline, row_concurrency, run_rows
 
+        deadline = request_deadline()  # in the scoring server: rows not started by its timeout never start
         rows, input_hits = self.guarded_rows(model_input)
         concurrency = row_concurrency(self.lm, default=self.num_threads)
         try:
-            predictions = run_rows(self.program, rows, lm=self.lm, adapter=self.adapter, concurrency=concurrency)
+            predictions = run_rows(
+                self.program, rows, lm=self.lm, adapter=self.adapter, concurrency=concurrency, deadline=deadline
+            )
         except Exception as exc:
             # A 5xx with one scrubbed line, not the scoring server's 400 and stack trace (`serving_error`).
             error = serving_error(exc)

@@ -6,6 +6,7 @@ stack trace is no message: DSPy's typed LM errors map to the HTTP status a clien
 text scrubbed of every configured key (a provider or proxy may echo the Authorization header).
 
     LMTimeoutError                         -> 504 (DEADLINE_EXCEEDED): retry later or raise lm.timeout
+    DeadlinePassed (the request's own)     -> 504: rows not started by the server's timeout are never run
     LMRateLimitError, LMServerError,
     LMTransportError                       -> 503 (TEMPORARILY_UNAVAILABLE): retry with backoff
     an input past the LM's context window  -> 400 (INVALID_PARAMETER_VALUE): the caller's input is too long
@@ -30,6 +31,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from pipelines.lm.secrets import scrub
+from pipelines.serving.rows import DeadlinePassed
 
 MAX_MESSAGE_CHARS = 300
 
@@ -44,6 +46,8 @@ def serving_error(exc: Exception) -> MlflowException:
     if isinstance(exc, MlflowException):
         return exc  # ours (a bad input, a guard's refusal): already says what the caller did wrong
     detail = f"{type(exc).__name__}: {_first_line(exc)}"
+    if isinstance(exc, DeadlinePassed):
+        return MlflowException(f"The request ran past the server's timeout ({detail})", error_code=DEADLINE_EXCEEDED)
     if isinstance(exc, LMTimeoutError):
         return MlflowException(f"The model's LM timed out ({detail})", error_code=DEADLINE_EXCEEDED)
     if isinstance(exc, LMRateLimitError | LMServerError | LMTransportError):
