@@ -20,8 +20,19 @@ def test_the_champions_dockerfile_holds_the_model_its_code_and_pinned_requiremen
     reg = register(cfg)
     out = tmp_path / "docker"
     proc = subprocess.run(
-        [sys.executable, "-m", "mlflow", "models", "generate-dockerfile", "-m", f"models:/{reg.name}@champion",
-         "-d", str(out), "--env-manager", "local"],
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "generate-dockerfile",
+            "-m",
+            f"models:/{reg.name}@champion",
+            "-d",
+            str(out),
+            "--env-manager",
+            "local",
+        ],
         cwd=PROJECT_ROOT,
         env=os.environ | {"MLFLOW_TRACKING_URI": str(cfg.tracking.uri)},
         capture_output=True,

@@ -13,8 +13,11 @@ def test_an_optimising_run_logs_its_optimizer_settings_and_no_paths(make_cfg):
     assert params["optimizer.name"] == "miprov2" and params["optimizer.compiler.auto"] == "light"
     assert params["optimizer.compile_args.minibatch_size"] == "25"
     assert params["task.data.dev_size"] == "16" and params["seed"] == "0"
-    assert not any(k.startswith(("paths.", "tracking.", "hydra.")) or k.endswith("_target_") for k in params
-                   if k != "program._target_")
+    assert not any(
+        k.startswith(("paths.", "tracking.", "hydra.")) or k.endswith("_target_")
+        for k in params
+        if k != "program._target_"
+    )
     assert not any("metric" in k for k in params)
     assert len(params) <= 30
 
