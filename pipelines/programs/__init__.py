@@ -8,10 +8,19 @@ dict; a user's program may take it or ignore it.
 from pipelines.programs.draft_verify import DraftThenVerify
 from pipelines.programs.extract_then_classify import ExtractThenClassify
 from pipelines.programs.math_agent import MathAgent
+from pipelines.programs.neighbour_vote import NeighbourVote
 from pipelines.programs.retrieved_demos import RetrievedDemos
 from pipelines.programs.single_step import SingleStep
 
-__all__ = ["DraftThenVerify", "ExtractThenClassify", "MathAgent", "RetrievedDemos", "SingleStep", "build_program"]
+__all__ = [
+    "DraftThenVerify",
+    "ExtractThenClassify",
+    "MathAgent",
+    "NeighbourVote",
+    "RetrievedDemos",
+    "SingleStep",
+    "build_program",
+]
 
 
 def build_program(program_cfg, contract):

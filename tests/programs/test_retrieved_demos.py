@@ -114,3 +114,28 @@ def test_restrict_labels_limits_the_schema_to_the_neighbours_labels():
         built.predict.forward = spy
         built(text="the card delivery has not come")
     assert typing.get_args(seen[0].output_fields["label"].annotation) == ("card_arrival",)
+
+
+def test_neighbour_vote_answers_the_neighbours_majority_without_an_lm():
+    cfg = OmegaConf.load(CONF_DIR / "program" / "neighbour_vote.yaml")
+    assert cfg._target_ == "pipelines.programs.NeighbourVote" and "defaults" in cfg  # retrieved_demos + the class
+    program, _ = build_program(
+        OmegaConf.create(
+            {
+                **OmegaConf.to_container(OmegaConf.load(PROGRAM_YAML)),
+                "_target_": "pipelines.programs.NeighbourVote",
+                "k": 3,
+            }
+        ),
+        CONTRACT,
+    )
+    program.predict.demos = pool()
+    with dspy.context(lm=None):  # any LM call would fail
+        answers = [program(text=q).label for q in QUERIES]
+    assert answers == ["card_arrival", "exchange_rate", "pin_blocked"]
+    # k=1: the nearest example alone; a tie (k=2, two labels) goes to the nearer one.
+    program.k = 1
+    assert program(text="card delivery weeks").label == "card_arrival"
+    program.k = 2
+    nearest = program.retrieve({"text": "exchange rate for my card"})[-1]  # nearest_last
+    assert program(text="exchange rate for my card").label == nearest.label
