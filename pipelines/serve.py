@@ -25,7 +25,7 @@ import sys
 from omegaconf import DictConfig
 
 from pipelines.cli import hydra_main
-from pipelines.serving.event_loop import LOOP_ENV, THREADS_ENV, loop_factory
+from pipelines.serving.event_loop import LOOP_ENV, THREADS_ENV, checked_threads, loop_factory
 from pipelines.serving.limits import ServingLimits
 from pipelines.serving.rows import CONCURRENCY_ENV
 
@@ -72,9 +72,7 @@ def serve_environment(cfg: DictConfig) -> dict[str, str]:
     """What the server process reads: the store (models:/ resolves there, traces go there) and our settings."""
     env = {"MLFLOW_TRACKING_URI": str(cfg.tracking.uri), CONCURRENCY_ENV: str(cfg.concurrency)}
     if not cfg.stream:  # MLflow's scoring server: a larger default executor for its per-request threads
-        threads = int(cfg.request_threads)
-        if threads < 1:
-            raise ValueError(f"serve request_threads must be a positive number of threads, got {threads}")
+        threads = checked_threads(cfg.request_threads)  # refused here, before the server starts
         env |= {LOOP_ENV: f"{loop_factory.__module__}:{loop_factory.__name__}", THREADS_ENV: str(threads)}
     limits = ServingLimits(
         max_rows=int(cfg.max_rows) if cfg.max_rows else None,

@@ -170,14 +170,13 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
             log.warning("request failed: %s", error.message)
             raise error from None
         answers = [self.guarded_outputs(p) for p in predictions]
-        if hasattr(self, "_last"):  # a model pickled before this existed has no per-thread record
-            self._last.guard_hits = [hit_labels(i + o) for i, (_, o) in zip(input_hits, answers, strict=True)]
+        self._last.guard_hits = [hit_labels(i + o) for i, (_, o) in zip(input_hits, answers, strict=True)]
         return pd.DataFrame([answer for answer, _ in answers])
 
     def last_guard_hits(self) -> list[str | None]:
         """Per row of this thread's last `predict`, its guard hits (`pii:redact EMAIL_ADDRESS; ...`) or None:
         what the batch scorer writes in `guard_hits`. A served response stays the outputs alone."""
-        return list(getattr(getattr(self, "_last", None), "guard_hits", []))
+        return list(getattr(self._last, "guard_hits", []))  # none before this thread's first predict
 
     def streams_tokens(self) -> bool:
         """Whether partial outputs may go out: an output guard (PII redaction, say) sees whole values only, so

@@ -22,12 +22,17 @@ LOOP_ENV = "UVICORN_LOOP"
 DEFAULT_THREADS = 64
 
 
+def checked_threads(value) -> int:
+    """`serve request_threads=` as a thread count; refused, naming the setting, unless a positive integer."""
+    threads = int(value)
+    if threads < 1:
+        raise ValueError(f"serve request_threads must be a positive number of threads, got {value!r}")
+    return threads
+
+
 def request_threads(env=os.environ) -> int:
     value = env.get(THREADS_ENV, "")
-    threads = int(value) if value else DEFAULT_THREADS
-    if threads < 1:
-        raise ValueError(f"{THREADS_ENV} must be a positive number of threads, got {value!r}")
-    return threads
+    return checked_threads(value) if value else DEFAULT_THREADS
 
 
 def loop_factory() -> asyncio.AbstractEventLoop:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dspy
 import mlflow
+import pytest
 from fastapi.testclient import TestClient
 from mlflow.pyfunc import scoring_server
 
 from pipelines.serve import serve_environment
+from pipelines.serving.event_loop import LOOP_ENV, THREADS_ENV, loop_factory, request_threads
 from pipelines.serving.limits import ServingLimits
 from tests.serving.models import PREDICT, log_served_model, provider_config
 from tests.serving.test_upstream_errors import INTENTS
@@ -22,6 +24,26 @@ def test_serve_hands_its_limits_to_the_server_process(make_cfg, tmp_path):
     )
     assert ServingLimits.from_env(serve_environment(make_cfg("serve", ["max_rows=null"]))).max_rows is None
     assert ServingLimits.from_env({}) == ServingLimits()  # a model loaded outside `serve`: nothing changes
+
+
+def test_serve_gives_the_scoring_server_its_request_threads(make_cfg):
+    env = serve_environment(make_cfg("serve", ["request_threads=24"]))
+    assert env[LOOP_ENV] == "pipelines.serving.event_loop:loop_factory"  # uvicorn's --loop, read from the env
+    assert request_threads(env) == 24
+    loop = loop_factory_with(env)
+    try:
+        assert loop._default_executor._max_workers == 24
+    finally:
+        loop.close()
+    assert LOOP_ENV not in serve_environment(make_cfg("serve", ["stream=true"]))  # the agent server: its own app
+    with pytest.raises(ValueError, match="request_threads"):
+        serve_environment(make_cfg("serve", ["request_threads=0"]))
+
+
+def loop_factory_with(env):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(THREADS_ENV, env[THREADS_ENV])
+        return loop_factory()
 
 
 def test_a_request_past_max_rows_is_a_400_pointing_at_the_batch_scorer(fake_provider, tmp_path, monkeypatch):
