@@ -9,10 +9,8 @@ JSONAdapter expects.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import time
 
 import dspy
 from dspy.clients.engines.base import validate_request
@@ -80,8 +78,6 @@ class KeywordEngine:
     def complete(self, request) -> Response:
         validate_request(request)
         self.calls += 1
-        if os.environ.get("PIPELINES_TEST_SLOW_FAKE"):  # lets a test catch a run mid-way
-            time.sleep(0.05)
         schema = _schema(request.config.response_format)
         props = schema.get("properties") or {self.output: {}}
         answer = {}

@@ -31,6 +31,7 @@ from pipelines.programs import (
     DraftThenVerify,
     ExtractThenClassify,
     MathAgent,
+    NeighbourVote,
     RetrievedDemos,
     SingleStep,
     build_program,
@@ -51,6 +52,7 @@ PROGRAM_CLASS = {
     "extract_then_classify": ExtractThenClassify,
     "math_agent": MathAgent,
     "retrieved_demos": RetrievedDemos,
+    "neighbour_vote": NeighbourVote,
 }
 
 

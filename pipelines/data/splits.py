@@ -93,7 +93,7 @@ class Splits:
             dataset = self.mlflow_dataset(split)
             with warnings.catch_warnings():  # `row_id` is an int column: MLflow hints about missing values
                 warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-                mlflow.log_input(dataset, context=split)
+                _log_input(dataset, split)
             digests[split] = dataset.digest
         mlflow.log_dict({s: f[ROW_ID].tolist() for s, f in self.frames.items()}, "data/splits.json")
         mlflow.set_tags({f"data.digest.{s}": d for s, d in digests.items()} | {"data.source": self.source})
@@ -210,3 +210,27 @@ def load_splits(
         labels={f: sorted(df[f].unique()) for f in label_fields},
         frames=frames,
     )
+
+
+# A store's unique-key error on the datasets table: PostgreSQL names the key, sqlite the columns.
+_DATASET_KEY_TAKEN = ("dataset_pk", "UNIQUE constraint failed: datasets.")
+
+
+def _log_input(dataset, split: str, attempts: int = 3) -> None:
+    """`mlflow.log_input`, retried when another process logged the same dataset a moment earlier.
+
+    The tracking store looks a dataset up and inserts it if absent, in two steps: two runs logging the
+    same split at once (a sweep beside a single run, on one server) can both miss it, and the second insert
+    fails on the datasets table's key. The retry finds the dataset the other run inserted and links it."""
+    import time
+
+    import mlflow
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=split)
+            return
+        except mlflow.exceptions.MlflowException as exc:
+            if attempt == attempts - 1 or not any(key in str(exc) for key in _DATASET_KEY_TAKEN):
+                raise
+            time.sleep(0.2 * (attempt + 1))

@@ -357,3 +357,39 @@ def test_require_refuses_an_unknown_split_up_front(tmp_path):
         DataError, match=r"Unknown split\(s\) \['validation'\]; choose from \['train', 'val', 'dev', 'test'\]"
     ):
         splits.require("dev", "validation")
+
+
+def test_a_dataset_another_run_logged_a_moment_earlier_is_linked_not_fatal(tmp_path, csv_path, monkeypatch):
+    """Two runs logging the same split at once on one server (a sweep beside a single run) can both miss
+    the dataset and both insert it: the loser gets the store's key error, retries, and links the dataset."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    real_log_input = mlflow.log_input
+    calls = []
+
+    def lost_the_race_once(dataset, context=None, **kwargs):
+        calls.append(context)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException(
+                '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"'
+            )
+        return real_log_input(dataset, context=context, **kwargs)
+
+    try:
+        experiment_id = mlflow.create_experiment("race", artifact_location=str(tmp_path / "artifacts"))
+        splits = load(csv_path, test_size=None, name="toy")
+        monkeypatch.setattr(mlflow, "log_input", lost_the_race_once)
+        with mlflow.start_run(experiment_id=experiment_id) as active:
+            splits.log_to_mlflow()
+        run = MlflowClient().get_run(active.info.run_id)
+        assert calls[:2] == ["train", "train"]
+        assert {i.dataset.name for i in run.inputs.dataset_inputs} == {f"toy-{s}" for s in SPLITS}
+
+        # Any other store error is the run's failure, not retried.
+        def refused(dataset, context=None, **kwargs):
+            raise mlflow.exceptions.MlflowException("permission denied")
+
+        monkeypatch.setattr(mlflow, "log_input", refused)
+        with mlflow.start_run(experiment_id=experiment_id), pytest.raises(mlflow.exceptions.MlflowException):
+            splits.log_to_mlflow()
+    finally:
+        mlflow.set_tracking_uri(None)

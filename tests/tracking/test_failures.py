@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -42,16 +41,17 @@ def test_unreachable_lm_fails_the_run_with_its_reason(make_cfg):
     assert "connect" in run.data.tags["error"].lower(), run.data.tags["error"]
 
 
-DEV_ROWS = 200  # every row but train (40), val (40) and test (40): 200 calls of at least 0.05 s each
+DEV_ROWS = 200  # every row but train (40), val (40) and test (40)
+ANSWERED = 5  # the LM answers this many calls, then hangs
 
 
 @pytest.mark.parametrize(("signum", "reason"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "interrupted by SIGINT")])
 def test_a_signal_ends_the_run_failed_not_running(tmp_path, signum, reason):
     """A run killed by SIGTERM (a scheduler, a timeout) or Ctrl-C is marked FAILED with the reason.
 
-    The signal is sent only once the run exists AND its LM is being called, with most of the dev
-    split's calls still to come: each fake call sleeps (PIPELINES_TEST_SLOW_FAKE), so the run cannot
-    finish first, however fast or slow the machine is."""
+    The signal is sent once the run exists and its LM, having answered a few dev rows, hangs on the next:
+    the run cannot have finished scoring, however fast or slow the machine is, and the signal must stop a
+    call that would otherwise never return."""
     store = tmp_path / "store"
     store.mkdir()
     calls_file = tmp_path / "lm_calls.txt"
@@ -65,6 +65,7 @@ def test_a_signal_ends_the_run_failed_not_running(tmp_path, signum, reason):
             "pipelines.train",
             "lm._target_=tests.tracking.lm_probe.reporting_fake_lm",
             f"+lm.calls_file={calls_file}",
+            f"+lm.hang_after={ANSWERED}",
             "lm.cache=false",
             f"tracking.uri={uri}",
             f"tracking.artifact_location={store}/artifacts",
@@ -79,12 +80,11 @@ def test_a_signal_ends_the_run_failed_not_running(tmp_path, signum, reason):
             f"hydra.run.dir={tmp_path}/out",
         ],
         cwd=PROJECT_ROOT,
-        env=os.environ | {"PIPELINES_TEST_SLOW_FAKE": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        run, calls = _wait_for_lm_calls(client, proc, calls_file)
+        run, calls = _wait_for_lm_calls(client, proc, calls_file, ANSWERED + 1)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=120)
     finally:
@@ -97,17 +97,17 @@ def test_a_signal_ends_the_run_failed_not_running(tmp_path, signum, reason):
     assert run.info.status == "FAILED", detail
     assert reason in run.data.tags["error"], detail
     assert "score/dev" not in run.data.metrics  # stopped mid-way through scoring dev
-    assert calls_reported(calls_file) < DEV_ROWS
+    assert calls_reported(calls_file) == ANSWERED + 1  # nothing sent after the hung call
 
 
-def _wait_for_lm_calls(client: MlflowClient, proc: subprocess.Popen, calls_file, timeout: float = 300.0):
-    """The child's run once it exists and its LM has answered at least one call; and the calls so far."""
+def _wait_for_lm_calls(client: MlflowClient, proc: subprocess.Popen, calls_file, at_least: int, timeout: float = 300.0):
+    """The child's run once it exists and its LM has been sent `at_least` calls; and the calls so far."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"the child exited ({proc.returncode}) before it was signalled")
         calls = calls_reported(calls_file)
-        if calls:
+        if calls >= at_least:
             try:
                 exp = client.get_experiment_by_name("term")
                 runs = client.search_runs([exp.experiment_id]) if exp else []
