@@ -31,6 +31,7 @@ from pipelines.programs import (
     DraftThenVerify,
     ExtractThenClassify,
     MathAgent,
+    NeighbourTally,
     NeighbourVote,
     RetrievedDemos,
     SingleStep,
@@ -53,6 +54,7 @@ PROGRAM_CLASS = {
     "math_agent": MathAgent,
     "retrieved_demos": RetrievedDemos,
     "neighbour_vote": NeighbourVote,
+    "neighbour_tally": NeighbourTally,
 }
 
 

@@ -8,6 +8,7 @@ dict; a user's program may take it or ignore it.
 from pipelines.programs.draft_verify import DraftThenVerify
 from pipelines.programs.extract_then_classify import ExtractThenClassify
 from pipelines.programs.math_agent import MathAgent
+from pipelines.programs.neighbour_tally import NeighbourTally
 from pipelines.programs.neighbour_vote import NeighbourVote
 from pipelines.programs.retrieved_demos import RetrievedDemos
 from pipelines.programs.single_step import SingleStep
@@ -16,6 +17,7 @@ __all__ = [
     "DraftThenVerify",
     "ExtractThenClassify",
     "MathAgent",
+    "NeighbourTally",
     "NeighbourVote",
     "RetrievedDemos",
     "SingleStep",

@@ -73,17 +73,25 @@ class RetrievedDemos(dspy.Module):
             index = self._index = (pool, matrix, len(pool))  # one assignment: safe under Evaluate's threads
         return index[1]
 
-    def retrieve(self, inputs: Mapping) -> list:
-        """The `k` pool examples most similar to `inputs`, least similar first (or first, see `nearest_last`)."""
+    def nearest(self, query, exclude: int | None = None) -> list[int]:
+        """Pool positions of the `k` rows most similar to `query` (a vector row, or the inputs), nearest first;
+        `exclude`: a pool position left out (a pool row's own neighbours, without itself)."""
         pool = self.predict.demos
         if not pool or self.k <= 0:
             return []
         matrix = self._vectors(pool)
-        query = self.vectorizer.transform([self._text(inputs)])
+        if isinstance(query, Mapping):
+            query = self.vectorizer.transform([self._text(query)])
         scores = np.asarray((matrix @ query.T).todense()).ravel()  # TF-IDF rows are L2-normalised: cosine
+        if exclude is not None:
+            scores[exclude] = -np.inf
         # Stable sort on -score: ties keep pool order, so the choice never depends on the platform.
-        top = np.argsort(-scores, kind="stable")[: self.k]
-        chosen = [pool[i] for i in top]
+        return [int(i) for i in np.argsort(-scores, kind="stable")[: self.k]]
+
+    def retrieve(self, inputs: Mapping) -> list:
+        """The `k` pool examples most similar to `inputs`, least similar first (or first, see `nearest_last`)."""
+        pool = self.predict.demos
+        chosen = [pool[i] for i in self.nearest(inputs)]
         return chosen[::-1] if self.nearest_last else chosen
 
     def narrowed(self, demos: list):
