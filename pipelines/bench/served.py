@@ -126,8 +126,23 @@ def request_body(bench: Bench, i: int) -> dict:
     return {"dataframe_records": [inputs]}
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every core of this machine has spent busy so far (all processes, idle and I/O wait excluded)."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def measure_serving_and_cold_start(
-    bench: Bench, *, clients: list[int], duration_s: float, warmup_s: float, repeats: int, which: set[str]
+    bench: Bench,
+    *,
+    clients: list[int],
+    duration_s: float,
+    warmup_s: float,
+    repeats: int,
+    which: set[str],
+    workers: int = 1,
 ) -> list[Row]:
     tracking_uri, model_uri = register_program(
         bench.store,
@@ -145,23 +160,33 @@ def measure_serving_and_cold_start(
         }
         # Past the LM's latency, the bound is the server's CPU: one worker is one Python process, which runs
         # Python on one core at a time, so it answers at most 1 / (its CPU seconds per request) requests/s.
-        with serving(tracking_uri, model_uri, request_body(bench, 0)) as (url, _):
+        # The machine's bound: clients, fake LM and server share its cores, so it answers at most
+        # cores / (all the CPU seconds one request costs, everywhere) requests/s, however many workers serve.
+        cores = len(os.sched_getaffinity(0))
+        with serving(tracking_uri, model_uri, request_body(bench, 0), [f"workers={workers}"]) as (url, _):
             pid = listening_pid(int(url.rsplit(":", 1)[1]))
             closed_loop(url, lambda i: request_body(bench, i), clients=max(clients), duration_s=warmup_s)
             for _ in range(repeats):
                 for c, row in by_clients.items():
-                    cpu_before = tree_cpu_s(pid)
+                    cpu_before, busy_before = tree_cpu_s(pid), machine_busy_s()
                     result = closed_loop(url, lambda i: request_body(bench, i), clients=c, duration_s=duration_s)
                     row.add(result.requests_per_s, c / bench.latency_s)
-                    cpu_ms = 1000 * (tree_cpu_s(pid) - cpu_before) / max(1, result.ok)
-                    row.details.setdefault("runs", []).append(result.summary() | {"server_cpu_ms": cpu_ms})
+                    done = max(1, result.ok)
+                    cpu_ms = 1000 * (tree_cpu_s(pid) - cpu_before) / done
+                    machine_ms = 1000 * (machine_busy_s() - busy_before) / done
+                    row.details.setdefault("runs", []).append(
+                        result.summary() | {"server_cpu_ms": cpu_ms, "machine_cpu_ms": machine_ms}
+                    )
         for row in by_clients.values():
             runs = row.details["runs"]
             c = int(row.name.removeprefix("serving_"))
             cpu_ms = statistics.median(r["server_cpu_ms"] for r in runs)
             row.details |= {
                 "server_cpu_ms_per_request": cpu_ms,
-                "cpu_bound_req_s": 1000 / cpu_ms,  # one worker; `serve workers=N` multiplies it, cores allowing
+                "cpu_bound_req_s": min(workers, cores) * 1000 / cpu_ms,  # a worker runs Python on one core at a time
+                "machine_cpu_ms_per_request": (machine_ms := statistics.median(r["machine_cpu_ms"] for r in runs)),
+                "machine_bound_req_s": cores * 1000 / machine_ms,
+                "workers": workers,
                 "p50_s": statistics.median(r["p50_s"] for r in runs),
                 "p99_s": statistics.median(r["p99_s"] for r in runs),
                 "errors": sum(r["errors"] for r in runs),

@@ -51,8 +51,9 @@ def note(row: Row) -> str:
     if row.name.startswith("serving_"):
         return (
             f"p50 {d['p50_s']:.3f} s, p99 {d['p99_s']:.3f} s, {d['errors']} errors, latency {d['latency_s']} s; "
-            f"server CPU {d['server_cpu_ms_per_request']:.1f} ms/request: one worker's bound "
-            f"{d['cpu_bound_req_s']:.0f} req/s"
+            f"server CPU {d['server_cpu_ms_per_request']:.1f} ms/request: {d['workers']} worker(s)' bound "
+            f"{d['cpu_bound_req_s']:.0f} req/s; all processes {d['machine_cpu_ms_per_request']:.1f} ms/request: "
+            f"this machine's bound {d['machine_bound_req_s']:.0f} req/s"
         )
     if row.name == "engine":
         return f"max_tokens {d['max_tokens']}, same answers: {d['same_answers']}"
@@ -153,6 +154,7 @@ def speed(cfg: DictConfig) -> list[Row]:
                 clients=[int(c) for c in cfg.serving.clients],
                 duration_s=float(cfg.serving.duration_s),
                 warmup_s=float(cfg.serving.warmup_s),
+                workers=int(cfg.serving.workers),
                 repeats=repeats,
                 which=which,
             )

@@ -151,9 +151,33 @@ async def _invoke(request: ResponsesAgentRequest) -> dict:
     return await _agent.ainvoke(request)
 
 
+class StreamTimeout(TimeoutError):
+    """A stream still running at the server's timeout: MLflow's agent server sends it as an `error` event."""
+
+
 async def _stream(request: ResponsesAgentRequest) -> AsyncIterator[dict]:
-    async for event in _agent.astream(request):
-        yield event
+    # The timeout bounds the whole stream, not only its start: the response's headers go out at once, so
+    # the middleware's bound never fires for a stream. Waiting stops at the deadline and the events end
+    # with an error; the LM call itself runs on until the LM's own timeout (lm.timeout) frees its thread.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _timeout_s()
+    events = _agent.astream(request)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise StreamTimeout(f"The stream ran past {_timeout_s():g} s (serve timeout=...)") from None
+            yield event
+    finally:
+        await events.aclose()
+
+
+def _timeout_s() -> float:
+    return float(os.environ.get(TIMEOUT_ENV, "60"))
 
 
 def create_app() -> FastAPI:
@@ -168,11 +192,11 @@ def create_app() -> FastAPI:
         stream()(_stream)
     server = AgentServer("ResponsesAgent")
     server.app.add_exception_handler(HTTPException, _status_of_the_cause)
-    timeout = float(os.environ.get(TIMEOUT_ENV, "60"))
+    timeout = _timeout_s()
 
     @server.app.middleware("http")
     async def request_timeout(request: Request, call_next):
-        # Bounds the time to the response's first byte: a whole answer, or the start of a stream.
+        # Bounds a whole answer (a stream's headers leave at once: `_stream` bounds the stream itself).
         try:
             return await asyncio.wait_for(call_next(request), timeout)
         except TimeoutError:
