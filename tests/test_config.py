@@ -35,6 +35,7 @@ from pipelines.programs import (
     NeighbourVote,
     RetrievedDemos,
     SingleStep,
+    VoteOrPredict,
     build_program,
 )
 
@@ -55,6 +56,7 @@ PROGRAM_CLASS = {
     "retrieved_demos": RetrievedDemos,
     "neighbour_vote": NeighbourVote,
     "neighbour_tally": NeighbourTally,
+    "vote_or_predict": VoteOrPredict,
 }
 
 

@@ -12,6 +12,7 @@ from pipelines.programs.neighbour_tally import NeighbourTally
 from pipelines.programs.neighbour_vote import NeighbourVote
 from pipelines.programs.retrieved_demos import RetrievedDemos
 from pipelines.programs.single_step import SingleStep
+from pipelines.programs.vote_or_predict import VoteOrPredict
 
 __all__ = [
     "DraftThenVerify",
@@ -21,6 +22,7 @@ __all__ = [
     "NeighbourVote",
     "RetrievedDemos",
     "SingleStep",
+    "VoteOrPredict",
     "build_program",
 ]
 

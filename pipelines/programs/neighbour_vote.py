@@ -22,14 +22,19 @@ from pipelines.programs.retrieved_demos import RetrievedDemos
 
 
 class NeighbourVote(RetrievedDemos):
-    def forward(self, **inputs) -> dspy.Prediction:
-        nearest_first = self.retrieve(inputs)
-        if self.nearest_last:
-            nearest_first = nearest_first[::-1]
-        answer = {}
+    def vote(self, demos: list) -> tuple[dict, int]:
+        """Each output's most frequent value among `demos` (as `retrieve` orders them), and the fewest votes
+        any output's winner got (how far the neighbours agree)."""
+        nearest_first = demos[::-1] if self.nearest_last else demos
+        answer, agreement = {}, len(demos)
         for name in self.predict.signature.output_fields:
             values = [demo.get(name) for demo in nearest_first if demo.get(name) is not None]
             counts = Counter(values)
             # max() keeps the first of equals: among the most frequent values, the nearest example's.
             answer[name] = max(values, key=lambda v: counts[v]) if values else None
+            agreement = min(agreement, counts[answer[name]] if values else 0)
+        return answer, agreement
+
+    def forward(self, **inputs) -> dspy.Prediction:
+        answer, _ = self.vote(self.retrieve(inputs))
         return dspy.Prediction(**answer)

@@ -139,3 +139,36 @@ def test_neighbour_vote_answers_the_neighbours_majority_without_an_lm():
     program.k = 2
     nearest = program.retrieve({"text": "exchange rate for my card"})[-1]  # nearest_last
     assert program(text="exchange rate for my card").label == nearest.label
+
+
+def vote_or_predict(k: int, min_agreement: int):
+    from pipelines.programs import VoteOrPredict
+
+    cfg = {**OmegaConf.to_container(OmegaConf.load(PROGRAM_YAML)), "_target_": "pipelines.programs.VoteOrPredict"}
+    built, _ = build_program(OmegaConf.create(cfg | {"k": k, "min_agreement": min_agreement}), CONTRACT)
+    assert isinstance(built, VoteOrPredict)
+    built.predict.demos = pool()
+    return built
+
+
+def test_vote_or_predict_asks_the_lm_only_where_the_neighbours_disagree():
+    import pytest
+
+    # "card delivery weeks": its 3 nearest are two card rows and one other (2 of 3 agree).
+    agreeing = vote_or_predict(k=3, min_agreement=2)
+    with dspy.context(lm=None):  # any LM call would fail
+        assert agreeing(text="card delivery weeks").label == "card_arrival"
+
+    disputed = vote_or_predict(k=3, min_agreement=3)
+    lm = fake_lm(default="pin_blocked")
+    with dspy.context(lm=lm, adapter=JSONAdapter()):
+        answer = disputed(text="card delivery weeks").label
+    assert answer == "card_arrival" and len(lm.history) == 1
+    # The LM got exactly the request RetrievedDemos sends (so a cache or a benchmark replay matches it).
+    plain_lm = fake_lm(default="pin_blocked")
+    with dspy.context(lm=plain_lm, adapter=JSONAdapter()):
+        program(k=3)(text="card delivery weeks")
+    assert plain_lm.history[0]["messages"] == lm.history[0]["messages"]
+
+    with pytest.raises(Exception, match="min_agreement must be between 1 and k=3"):  # Hydra wraps it
+        vote_or_predict(k=3, min_agreement=4)
