@@ -2,7 +2,7 @@
 
     >>> uri, model = register_program(store, program, program_config, task,             # doctest: +SKIP
     ...                               lm_config=fake_lm_config, adapter_config=adapter_config)
-    >>> with serving(uri, model, first_body=body(0)) as (url, seconds_to_first_answer):  # doctest: +SKIP
+    >>> with serving(uri, model, first_body=body(0)) as (url, seconds_to_first_answer, pid):  # doctest: +SKIP
     ...     closed_loop(url, body, clients=16, duration_s=5)
 
 `serving` is `python -m pipelines.serve` in its own process group on a free port (MLflow's scoring server);
@@ -28,7 +28,7 @@ import mlflow
 import requests
 
 from pipelines.bench.eval_speed import Bench
-from pipelines.bench.load import closed_loop, listening_pid, tree_cpu_s
+from pipelines.bench.load import closed_loop, tree_cpu_s
 from pipelines.bench.ratios import Row
 from pipelines.bench.serve_process import serve_process
 from pipelines.config import PROJECT_ROOT
@@ -92,12 +92,13 @@ def first_answer(url: str, body: dict, proc: subprocess.Popen, timeout_s: float 
 
 
 @contextmanager
-def serving(tracking_uri: str, model_uri: str, first_body: dict, overrides=()) -> Iterator[tuple[str, float]]:
-    """`python -m pipelines.serve` on a free port; yields (URL, seconds from process start to first answer)."""
+def serving(tracking_uri: str, model_uri: str, first_body: dict, overrides=()) -> Iterator[tuple[str, float, int]]:
+    """`python -m pipelines.serve` on a free port; yields (URL, seconds from process start to first answer, the
+    server's root process: `serve` execs `mlflow models serve`, which execs uvicorn, whose workers are its children)."""
     start = time.perf_counter()
     with serve_process([f"model_uri={model_uri}", *overrides], _env(tracking_uri)) as (url, proc):
         first_answer(url, first_body, proc)
-        yield url, time.perf_counter() - start
+        yield url, time.perf_counter() - start, proc.pid
 
 
 def timed_process(args: list[str], env: dict[str, str], timeout_s: float = 300.0) -> float:
@@ -163,8 +164,7 @@ def measure_serving_and_cold_start(
         # The machine's bound: clients, fake LM and server share its cores, so it answers at most
         # cores / (all the CPU seconds one request costs, everywhere) requests/s, however many workers serve.
         cores = len(os.sched_getaffinity(0))
-        with serving(tracking_uri, model_uri, request_body(bench, 0), [f"workers={workers}"]) as (url, _):
-            pid = listening_pid(int(url.rsplit(":", 1)[1]))
+        with serving(tracking_uri, model_uri, request_body(bench, 0), [f"workers={workers}"]) as (url, _, pid):
             closed_loop(url, lambda i: request_body(bench, i), clients=max(clients), duration_s=warmup_s)
             for _ in range(repeats):
                 for c, row in by_clients.items():
@@ -200,7 +200,7 @@ def measure_serving_and_cold_start(
         for _ in range(repeats):
             floor = cold_start_import_floor(tracking_uri)
             load.add(cold_start_load_model(tracking_uri, model_uri, row_json), floor)
-            with serving(tracking_uri, model_uri, request_body(bench, 1)) as (_, seconds):
+            with serving(tracking_uri, model_uri, request_body(bench, 1)) as (_, seconds, _):
                 serve.add(seconds, floor)
         rows += [load, serve]
     return rows
