@@ -18,17 +18,9 @@ RUNS = 8
 
 
 def test_runs_logging_the_same_splits_at_once_all_keep_their_lineage(tracking_server):
-    splits = load_splits(
-        str(PROJECT_ROOT / "data/travel_intents/intents.csv"),
-        inputs=["text"],
-        outputs=["label"],
-        label_fields=["label"],
-        train_size=16,
-        val_size=16,
-        dev_size=16,
-        test_size=16,
-        name="race",
-    )
+    sizes = {f"{split}_size": 16 for split in SPLITS}
+    data = str(PROJECT_ROOT / "data/travel_intents/intents.csv")
+    splits = load_splits(data, inputs=["text"], outputs=["label"], label_fields=["label"], name="race", **sizes)
     mlflow.set_tracking_uri(tracking_server.url)
     try:
         experiment_id = mlflow.create_experiment("lineage-race")
