@@ -62,6 +62,4 @@ class NeighbourTally(RetrievedDemos):
     def forward(self, **inputs) -> dspy.Prediction:
         positions = self.nearest(inputs)
         demos = [self._demo(i) for i in (positions[::-1] if self.nearest_last else positions)]
-        signature = self.narrowed(demos) if self.restrict_labels else None
-        extra = {"signature": signature} if signature is not None else {}
-        return self.predict(**inputs, **{TALLY_FIELD: self.tally(positions)}, demos=demos, **extra)
+        return self.ask({**inputs, TALLY_FIELD: self.tally(positions)}, demos)

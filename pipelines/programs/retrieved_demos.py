@@ -107,8 +107,11 @@ class RetrievedDemos(dspy.Module):
                 signature, changed = signature.with_updated_fields(name, type_=Literal[keep]), True
         return signature if changed else None
 
-    def forward(self, **inputs) -> dspy.Prediction:
-        demos = self.retrieve(inputs)
+    def ask(self, inputs: Mapping, demos: list) -> dspy.Prediction:
+        """The LM's answer to `inputs` with `demos` (the schema cut to their labels under `restrict_labels`)."""
         signature = self.narrowed(demos) if self.restrict_labels else None
         extra = {"signature": signature} if signature is not None else {}
         return self.predict(**inputs, demos=demos, **extra)
+
+    def forward(self, **inputs) -> dspy.Prediction:
+        return self.ask(inputs, self.retrieve(inputs))

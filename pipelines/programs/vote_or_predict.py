@@ -35,8 +35,4 @@ class VoteOrPredict(NeighbourVote):
         by_vote = bool(demos) and agreement >= self.min_agreement
         if (span := mlflow.get_current_active_span()) is not None:  # which path answered, on the trace
             span.set_attributes({"neighbour_agreement": agreement, "answered_by": "vote" if by_vote else "lm"})
-        if by_vote:
-            return dspy.Prediction(**answer)
-        signature = self.narrowed(demos) if self.restrict_labels else None
-        extra = {"signature": signature} if signature is not None else {}
-        return self.predict(**inputs, demos=demos, **extra)
+        return dspy.Prediction(**answer) if by_vote else self.ask(inputs, demos)

@@ -159,8 +159,8 @@ async def _stream(request: ResponsesAgentRequest) -> AsyncIterator[dict]:
     # The timeout bounds the whole stream, not only its start: the response's headers go out at once, so
     # the middleware's bound never fires for a stream. Waiting stops at the deadline and the events end
     # with an error; the LM call itself runs on until the LM's own timeout (lm.timeout) frees its thread.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _timeout_s()
+    timeout = _timeout_s()
+    deadline = asyncio.get_running_loop().time() + timeout
     events = _agent.astream(request)
     try:
         while True:
@@ -170,7 +170,7 @@ async def _stream(request: ResponsesAgentRequest) -> AsyncIterator[dict]:
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise StreamTimeout(f"The stream ran past {_timeout_s():g} s (serve timeout=...)") from None
+                raise StreamTimeout(f"The stream ran past {timeout:g} s (serve timeout=...)") from None
             yield event
     finally:
         await events.aclose()
