@@ -2,8 +2,8 @@
 
 Importing the package sets offline-friendly defaults for the libraries it drives, before any of
 them is imported: litellm would otherwise spend ~8 s fetching its price map, deepeval would phone
-home, MLflow's asynchronous trace logging would drop the metric scores DSPy attaches to traces, and
-llama.cpp's OpenMP threads would spin-wait.
+home, and llama.cpp's OpenMP threads would spin-wait. MLflow's asynchronous trace export stays on (its
+default): evaluation scores travel with their traces (`pipelines.evaluation.scoring`).
 Each is a `setdefault`, so a value the user exported still wins.
 """
 
@@ -12,7 +12,6 @@ import os
 _OFFLINE_DEFAULTS = {
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     "DEEPEVAL_TELEMETRY_OPT_OUT": "YES",
-    "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",

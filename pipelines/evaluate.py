@@ -88,10 +88,12 @@ def evaluate(
     fresh: bool = False,
 ) -> EvaluateResult:
     session = session or Session.start(cfg)
-    settings = EvalSettings.from_config(cfg.eval, cfg.get("guard"))
+    settings = EvalSettings.from_config(cfg.eval, cfg.get("guard"), cfg.get("tracking"))
     split = split or cfg.eval.split
     model_uri = None if fresh else (model_uri or default_model_uri(cfg))
     surfaces = genai_surfaces(cfg)
+    # With the GenAI evaluation on, its scorer puts the score on each trace: scoring it here too doubled it.
+    settings = replace(settings, score_traces=not surfaces)
     with tracked_run(cfg, "evaluate", run_name=cfg.run_name or f"evaluate-{cfg.task.name}-{split}") as run:
         task = Task.from_config(cfg.task)
         task.splits.require(split)

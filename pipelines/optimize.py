@@ -56,7 +56,7 @@ def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "opti
     session = session or Session.start(cfg)
     spec = build_optimizer(cfg.optimizer, session.lm, session.prompt_lm)
     budget = Budget(**to_container(cfg.budget))
-    settings = EvalSettings.from_config(cfg.eval, cfg.get("guard"))
+    settings = EvalSettings.from_config(cfg.eval, cfg.get("guard"), cfg.get("tracking"))
     run_name = cfg.run_name or f"{entry}-{spec.name}-{cfg.task.name}"
     with tracked_run(cfg, entry, run_name=run_name) as run:
         check_finetuning(spec, session.lm)  # before any data or LM call: the run FAILS with the reason, nothing spent

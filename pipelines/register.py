@@ -79,7 +79,8 @@ def register(
     report_path: str | None = None,
 ) -> RegisterResult:
     session = session or Session.start(cfg)
-    settings = EvalSettings.from_config(cfg.eval, cfg.get("guard"))  # both models under the same guards
+    # both models under the same guards
+    settings = EvalSettings.from_config(cfg.eval, cfg.get("guard"), cfg.get("tracking"))
     split, gate = cfg.eval.split, cfg.registry.gate
     source = find_source_run(cfg, run_id)
     model_uri = source.data.tags.get("model_uri") or f"runs:/{source.info.run_id}/model"

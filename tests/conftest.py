@@ -68,6 +68,10 @@ def _isolate(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    last_trace = mlflow.get_last_active_trace_id()
     yield
+    if mlflow.get_last_active_trace_id() != last_trace:
+        # MLflow exports traces in the background: store this test's before the next test's store is set.
+        mlflow.flush_trace_async_logging()
     reset_mlflow_state()
     dspy.configure(lm=None, adapter=None)

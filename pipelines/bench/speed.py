@@ -60,7 +60,13 @@ def note(row: Row) -> str:
     if row.name.startswith("engine_") and d.get("raw_ratios"):
         return f"raw llama-cpp-python slowed {statistics.median(d['raw_ratios']):.2f}x by the same burners"
     keys = ("n", "num_threads", "latency_s", "lm", "traced")
-    return ", ".join(f"{k} {d[k]}" for k in keys if k in d)
+    text = ", ".join(f"{k} {d[k]}" for k in keys if k in d)
+    if flushes := d.get("flush_s"):  # parallel: the background trace export's tail after the evaluation
+        text += f"; traces all stored {statistics.median(flushes):.2f} s later"
+    if scored := d.get("scores_on_traces"):  # framework: rows whose score reached their trace
+        per_side = {side: statistics.median(counts) for side, counts in scored.items() if counts}
+        text += "; scores on traces " + ", ".join(f"{side} {n:g}/{d['n']}" for side, n in per_side.items())
+    return text
 
 
 def render_table(rows: list[Row]) -> str:

@@ -1,16 +1,23 @@
-"""Score a program on examples with DSPy's `Evaluate`, keeping a per-example table.
+"""Score a program on examples, one trace per example with its score on it, keeping a per-example table.
 
-Runs under MLflow's DSPy autolog (configured once per process by `pipelines.session`), so every example
-leaves a trace with the metric's score attached as an assessment. The table has one row per example:
-`row_id`, one column per input, `expected.<field>` and `predicted.<field>` per output, `score`,
-`latency_s` and `error`. Nothing here knows a field name: they come from the examples and `outputs`.
+DSPy's `ParallelExecutor` (what `dspy.Evaluate` runs on) calls the program and the metric for each example.
+Under MLflow's DSPy autolog (configured once per process by `pipelines.session`) each example gets a trace:
+an `example` root span (the example's inputs, the program's outputs), the program's spans beneath it, and the
+metric's score as feedback logged while the trace is still open. The score therefore travels with the trace
+when MLflow exports it in the background (its default), where `dspy.Evaluate` under autolog logs it with a
+store write of its own after the trace has ended: synchronous export made every row wait for the store
+(~0.1 s a row on sqlite), asynchronous export lost the scores that arrived before their trace. Traces
+are in the store once the export queue is flushed: at the end of the run (`tracking.runs`) or before a
+stage that reads them (`genai`). The table has one row per example: `row_id`, one column per input,
+`expected.<field>` and `predicted.<field>` per output, `score`, `latency_s` and `error`. Nothing here
+knows a field name: they come from the examples and `outputs`.
 
 Failure is not a wrong answer. A row whose program (or metric) raised, an LM that timed out or refused
 say, gets its `error` (type and message, API keys scrubbed) and NO score: it is left out of the mean, the
 interval and the per-class metrics, instead of counting as 0. If more than `max_error_rate` of the rows
 fail, the evaluation raises `EvaluationFailed` naming the first error, so the run FAILS before any model
 is logged; with the default 0.0 one failed row is enough. Once the limit is crossed nothing more is sent:
-DSPy's `Evaluate` stops at `max_errors` failures, set one past what our limit allows, and an example after
+DSPy's executor stops at `max_errors` failures, set one past what our limit allows, and an example after
 the limit is refused before its program runs. An answer the adapter cannot parse (`AdapterParseError`)
 is the model's wrong answer, not a failure: it scores 0 and its prediction is empty.
 
@@ -35,21 +42,29 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import dspy
 import mlflow
 import numpy as np
 import pandas as pd
 from dspy.utils.exceptions import AdapterParseError
+from dspy.utils.parallelizer import ParallelExecutor
+from mlflow.dspy.callback import MlflowCallback
+from mlflow.entities import AssessmentError, AssessmentSource, SpanStatus, SpanStatusCode, SpanType
 
 from pipelines.evaluation.metrics import as_score
 from pipelines.evaluation.stats import bootstrap_ci, macro_f1, statistic_ci
 from pipelines.guards import Guarded, GuardRefused, GuardSet, hit_labels
+from pipelines.guards.tracing import program_traced
 from pipelines.lm.secrets import scrub, scrub_exception
 from pipelines.lm.usage import measure_usage
 from pipelines.tracking import metric_names as names
+
+EXAMPLE_SPAN = "example"  # the root span of each example's trace in an evaluation
 
 
 class EvaluationFailed(RuntimeError):
@@ -177,18 +192,13 @@ def guard_metrics(table: pd.DataFrame) -> dict[str, float]:
 
 def scored(metric: Callable) -> Callable:
     """`metric` returning a float in [0, 1] whatever it returns (bool, float, `dspy.Prediction(score=...)`),
-    keeping its `__name__`: MLflow names the trace assessment after it."""
+    keeping its `__name__`: the trace's assessment is named after it."""
 
     @functools.wraps(metric)
     def score(example, prediction, trace=None):
         return as_score(metric(example, prediction, trace))
 
     return score
-
-
-def _key(inputs: dict) -> tuple:
-    """Identifies an example by its inputs: DSPy hands the program inputs, never the example's position."""
-    return tuple(sorted((k, repr(v)) for k, v in inputs.items()))
 
 
 def error_text(exc: BaseException, limit: int = 2000) -> str:
@@ -201,6 +211,37 @@ def allowed_errors(n: int, max_error_rate: float) -> int:
     if not 0.0 <= max_error_rate <= 1.0:
         raise ValueError(f"eval.max_error_rate must be a fraction in [0, 1], got {max_error_rate!r}")
     return math.floor(max_error_rate * n + 1e-9)  # 0.3 * 10 is 3, not 2.9999...
+
+
+@contextmanager
+def example_trace(program: dspy.Module, inputs: dict, row_id, traced: bool) -> Iterator[Any]:
+    """The root span of one example's trace (None when not traced): the program's spans beneath it, and the
+    metric's score logged while it is open, so the score travels with the trace when it is exported (in the
+    background, MLflow's default) instead of a store write of its own per row that could race the export.
+
+    The span shows what the program's own span would: a program may name safer inputs (`trace_inputs`: the
+    guarded program's are its input guards' redacted row), computed before the span opens."""
+    if not traced:
+        yield None
+        return
+    shown = program.trace_inputs(inputs) if hasattr(program, "trace_inputs") else inputs
+    with mlflow.start_span(name=EXAMPLE_SPAN, span_type=SpanType.CHAIN, attributes={"row_id": str(row_id)}) as span:
+        span.set_inputs(shown)
+        yield span
+
+
+def log_score(span, name: str, score: float, error: str | None) -> None:
+    """The row's score (or the metric's error) as feedback on its still-open trace: kept in memory, exported
+    with the trace."""
+    if span is None:
+        return
+    source = AssessmentSource(source_type="CODE", source_id=name)
+    if error is not None:
+        mlflow.log_feedback(
+            trace_id=span.trace_id, name=name, source=source, error=AssessmentError("METRIC_ERROR", error)
+        )
+    elif not math.isnan(score):
+        mlflow.log_feedback(trace_id=span.trace_id, name=name, source=source, value=score)
 
 
 def evaluate_program(
@@ -216,14 +257,25 @@ def evaluate_program(
     display_progress: bool = False,
     label_sets: dict[str, list[str]] | None = None,
     max_error_rate: float = 0.0,
+    traced: bool = True,
+    score_traces: bool = True,
 ) -> EvalOutcome:
     """Score `program` on `examples`; `ids` (default 0..n-1) name the rows that pair results across models.
 
+    `traced`: a trace per example (when MLflow's DSPy autolog traces the program at all); `score_traces`:
+    the metric's score as feedback on it (off when an MLflow GenAI evaluation scores the traces instead).
     Raises `EvaluationFailed` when more than `max_error_rate` of the rows fail (see the module docstring)."""
     allowed = allowed_errors(len(examples), max_error_rate)
-    failures: dict[tuple, list[tuple[str, str | None]]] = {}  # example inputs -> (error text, trace id), in order
+    ids = list(ids) if ids is not None else list(range(len(examples)))
     seen: list[str] = []  # every failure's text, program's and metric's, in the order they happened
+    failures: dict[int, tuple[str, str | None]] = {}  # row index -> (error text, trace id)
     lock = threading.Lock()
+    overrides = {k: v for k, v in {"lm": lm, "adapter": adapter}.items() if v is not None}
+    if not traced:  # autolog's callback would still trace the program's calls, each in a trace of its own
+        overrides["callbacks"] = [c for c in dspy.settings.callbacks if not isinstance(c, MlflowCallback)]
+    traced = traced and program_traced()
+    name = getattr(metric, "__name__", "metric")
+    as_float = scored(metric)
 
     def record(exc: BaseException, prefix: str = "") -> str:
         scrub_exception(exc)  # DSPy's executor logs it and MLflow traces it next: keys out first
@@ -232,70 +284,67 @@ def evaluate_program(
             seen.append(text)
         return text
 
-    def timed(**inputs):
-        if len(seen) > allowed:  # the run fails anyway: send nothing more (DSPy counts this and stops)
-            raise RuntimeError("not run: the evaluation's error limit was already exceeded")
-        before = mlflow.get_last_active_trace_id(thread_local=True)
-        start = time.perf_counter()
-        try:
-            prediction = program(**inputs)
-        except AdapterParseError:  # the LM answered, unreadably: a wrong answer, scored 0 below
-            prediction = dspy.Prediction()
-            prediction._unparsed = True
-        except GuardRefused as refused:  # the guarded model's answer, not a failure: scored 0 below
-            prediction = dspy.Prediction()
-            prediction._unparsed = True
-            prediction._refused, prediction._guard_hits = refused.hit.guard, [refused.hit]
-        except Exception as exc:
-            text = record(exc)
-            with lock:
-                failures.setdefault(_key(inputs), []).append((text, _new_trace(before)))
-            raise
-        prediction._latency_s = time.perf_counter() - start  # underscore: not an output field
-        prediction._trace_id = _new_trace(before)
-        return prediction
-
-    as_float = scored(metric)
-
-    @functools.wraps(metric)  # MLflow names the trace assessment after the metric
-    def measured(example, prediction, trace=None):
-        # Not re-raised: under autolog MLflow's metric patch swallows the exception and hands DSPy a None
-        # score, which breaks DSPy's sum. NaN is "no score", and the row is marked failed.
+    def score_of(example, prediction) -> tuple[float, str | None]:
         if getattr(prediction, "_unparsed", False):
-            return 0.0  # no answer to show the metric, which may not expect an empty prediction
+            return 0.0, None  # no answer to show the metric, which may not expect an empty prediction
         try:
-            return as_float(example, prediction, trace)
+            return as_float(example, prediction), None
         except Exception as exc:
-            prediction._metric_error = record(exc, prefix="metric raised ")
-            return float("nan")
+            return float("nan"), record(exc, prefix="metric raised ")
 
-    evaluator = dspy.Evaluate(
-        devset=examples,
-        metric=measured,
+    def run_row(item):
+        index, example = item
+        if len(seen) > allowed:  # the run fails anyway: send nothing more
+            raise RuntimeError("not run: the evaluation's error limit was already exceeded")
+        inputs = example.inputs().toDict()
+        with example_trace(program, inputs, ids[index], traced) as span:
+            start = time.perf_counter()
+            try:
+                prediction = program(**inputs)
+            except AdapterParseError as exc:  # the LM answered, unreadably: a wrong answer, scored 0
+                prediction = _unanswered(span, exc)
+            except GuardRefused as refused:  # the guarded model's answer, not a failure: scored 0
+                prediction = _unanswered(span, refused)
+                prediction._refused, prediction._guard_hits = refused.hit.guard, [refused.hit]
+            except Exception as exc:
+                text = record(exc)  # scrubbed before the span records it on the way out
+                with lock:
+                    failures[index] = (text, span.trace_id if span else None)
+                raise
+            prediction._latency_s = time.perf_counter() - start  # underscore: not an output field
+            prediction._trace_id = span.trace_id if span else None
+            score, error = score_of(example, prediction)
+            prediction._metric_error = error
+            if span is not None:
+                span.set_outputs({f: getattr(prediction, f, None) for f in outputs})
+                if score_traces:
+                    log_score(span, name, score, error)
+        return prediction, score
+
+    executor = ParallelExecutor(
         num_threads=num_threads,
-        display_progress=display_progress,
-        provide_traceback=True,
         max_errors=allowed + 1,  # DSPy stops at this many failures: just past what our limit allows
+        disable_progress_bar=not display_progress,
+        provide_traceback=True,
+        compare_results=True,
     )
-    overrides = {k: v for k, v in {"lm": lm, "adapter": adapter}.items() if v is not None}
     start = time.perf_counter()
     with dspy.context(**overrides), measure_usage() as usage:
         try:
-            result = evaluator(timed)
+            results = executor.execute(run_row, list(enumerate(examples)))
         except Exception as exc:
             if not seen:
                 raise
             raise EvaluationFailed(_failed_message(len(seen), len(examples), allowed, seen[0])) from exc
     wall = time.perf_counter() - start
 
-    ids = list(ids) if ids is not None else list(range(len(examples)))
     rows, trace_ids = [], []
-    for row_id, (example, prediction, score) in zip(ids, result.results, strict=True):
-        # DSPy puts an empty Prediction in a row whose program raised; ours carry their latency.
-        error, trace_id = getattr(prediction, "_metric_error", None), getattr(prediction, "_trace_id", None)
-        if not hasattr(prediction, "_latency_s"):
-            pending = failures.get(_key(example.inputs().toDict())) or [("no result (the program raised)", None)]
-            error, trace_id = pending.pop(0)
+    for index, (row_id, example, result) in enumerate(zip(ids, examples, results, strict=True)):
+        prediction, score = result if isinstance(result, tuple) else (dspy.Prediction(), float("nan"))
+        error = getattr(prediction, "_metric_error", None)
+        trace_id = getattr(prediction, "_trace_id", None)
+        if not isinstance(result, tuple):  # the program raised
+            error, trace_id = failures.get(index, ("no result (the program raised)", None))
         trace_ids.append(trace_id)
         row = {"row_id": row_id, **example.inputs().toDict()}
         for f in outputs:
@@ -316,7 +365,7 @@ def evaluate_program(
     table = pd.DataFrame(rows)
     scores = table["score"].dropna() if len(table) else pd.Series(dtype=float)
     return EvalOutcome(
-        score=float(scores.mean()) if len(scores) else float("nan"),  # DSPy's own figure counts failures as 0
+        score=float(scores.mean()) if len(scores) else float("nan"),
         table=table,
         usage=usage.summary(),
         wall_s=wall,
@@ -326,10 +375,13 @@ def evaluate_program(
     )
 
 
-def _new_trace(before: str | None) -> str | None:
-    """The trace this thread finished since `before` was its last one (autolog traces each program call)."""
-    after = mlflow.get_last_active_trace_id(thread_local=True)
-    return after if after != before else None
+def _unanswered(span, exc: BaseException) -> dspy.Prediction:
+    """An empty prediction scored 0; the trace marked ERROR with the reason, as the program's span is."""
+    if span is not None:
+        span.set_status(SpanStatus(SpanStatusCode.ERROR, error_text(exc)))
+    prediction = dspy.Prediction()
+    prediction._unparsed = True
+    return prediction
 
 
 def _failed_message(errors: int, n: int, allowed: int, first: str) -> str:
@@ -345,19 +397,23 @@ class EvalSettings:
     display_progress: bool = False
     max_error_rate: float = 0.0  # the fraction of rows that may fail (and go unscored) before the run FAILS
     guards: GuardSet | None = None  # wrap the program in these (`guard=` group); None or empty: unguarded
+    traced: bool = True  # a trace per example (`tracking.autolog.log_traces_from_eval`)
+    score_traces: bool = True  # the score as feedback on each trace (off where a GenAI evaluation scores them)
 
     def __post_init__(self):
         allowed_errors(0, self.max_error_rate)  # a config error now, not after the first LM calls
 
     @classmethod
-    def from_config(cls, eval_cfg, guard_cfg=None) -> EvalSettings:
-        """From the `eval` config group (`conf/_base.yaml`) and the `guard` group (built here: a bad action
-        is a config error before any LM call)."""
+    def from_config(cls, eval_cfg, guard_cfg=None, tracking_cfg=None) -> EvalSettings:
+        """From the `eval` config group (`conf/_base.yaml`), the `guard` group (built here: a bad action
+        is a config error before any LM call) and `tracking` (whether evaluations are traced)."""
+        autolog = (tracking_cfg or {}).get("autolog") or {}
         return cls(
             num_threads=eval_cfg.num_threads,
             display_progress=eval_cfg.display_progress,
             max_error_rate=float(eval_cfg.get("max_error_rate", 0.0)),
             guards=GuardSet.from_config(guard_cfg),
+            traced=bool(autolog.get("log_traces_from_eval", True)),
         )
 
 
@@ -379,4 +435,6 @@ def evaluate_split(
         display_progress=settings.display_progress,
         label_sets=task.output_label_sets,
         max_error_rate=settings.max_error_rate,
+        traced=settings.traced,
+        score_traces=settings.score_traces,
     )

@@ -28,10 +28,11 @@ def program_traced() -> bool:
 
 
 @contextmanager
-def root_span(name: str) -> Iterator[Any]:
-    """The span a guarded call's trace starts with, when the program would be traced (else None): the
-    guard passes, the program and its LM calls become its children, in one trace."""
-    if mlflow.get_current_active_span() is not None or not program_traced():
+def guarded_span(name: str) -> Iterator[Any]:
+    """The span a guarded call opens when the program would be traced (else None): the guard passes, the
+    program and its LM calls become its children, in the caller's trace (an evaluation's example, a served
+    request) or, with none open, in a trace of its own."""
+    if not program_traced():
         yield None
         return
     with mlflow.start_span(name=name, span_type=SpanType.CHAIN) as span:

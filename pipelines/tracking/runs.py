@@ -273,6 +273,9 @@ def started_run(tracking, run_name: str | None, tags: dict, config: dict) -> Ite
         except BaseException as exc:
             record_failure(run.info.run_id, scrub(failure_reason(exc))[:5000])  # a provider may echo the key
             raise
+        finally:
+            # Traces are exported in the background (MLflow's default): the run ends with all of them stored.
+            mlflow.flush_trace_async_logging()
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -156,3 +156,66 @@ def test_two_label_fields_are_named_per_field():
     per_class = outcome.per_class().set_index(["field", "label"])["accuracy"]
     assert per_class[("city", "rome")] == pytest.approx(2 / 3)  # rome expected 3 times, once said paris
     assert ("intent", "book") in per_class.index
+
+
+@pytest.fixture
+def traced_store(tmp_path):
+    """A fresh store with MLflow's DSPy autolog on, its trace export in the background (MLflow's default)."""
+    import mlflow
+    from mlflow.environment_variables import MLFLOW_ENABLE_ASYNC_TRACE_LOGGING
+
+    assert MLFLOW_ENABLE_ASYNC_TRACE_LOGGING.get()  # what the project runs with: nothing turns it off
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = mlflow.set_experiment("scores-on-traces")
+    mlflow.dspy.autolog(log_traces=True, log_traces_from_eval=True)
+    yield experiment.experiment_id
+    mlflow.dspy.autolog(disable=True)
+
+
+def stored_traces(experiment_id: str) -> dict:
+    import mlflow
+
+    mlflow.flush_trace_async_logging()  # what a run's end does (pipelines.tracking.runs)
+    traces = mlflow.search_traces(locations=[experiment_id], return_type="list", max_results=100)
+    return {t.info.trace_id: t for t in traces}
+
+
+@pytest.mark.parametrize("num_threads", [1, 4])
+def test_every_score_reaches_its_trace_once_with_background_export(traced_store, num_threads):
+    """Under `dspy.Evaluate` + autolog the score is a store write after the trace has ended: with the export in
+    the background it arrived before its trace and was lost (18 of 32 rows kept theirs, measured); now it is
+    logged while the trace is open and travels with it."""
+    import mlflow
+
+    with mlflow.start_run():
+        outcome = run(FirstLast(fail_on={"book lima"}), max_error_rate=0.5, num_threads=num_threads)
+    traces = stored_traces(traced_store)
+    assert len(traces) == len(DATA) and set(outcome.trace_ids) == set(traces)
+    for (_, row), trace_id in zip(outcome.table.iterrows(), outcome.trace_ids, strict=True):
+        trace = traces[trace_id]
+        root = next(s for s in trace.data.spans if s.parent_id is None)
+        assert root.name == "example" and root.inputs == {"text": row["text"]}
+        assert {s.name for s in trace.data.spans} >= {"FirstLast.forward"}
+        feedback = [a for a in trace.info.assessments if a.name == "exact_match"]
+        if isinstance(row["error"], str):  # the program raised: the trace says so, and no score
+            assert trace.info.state == "ERROR" and feedback == [] and "no answer for" in row["error"]
+            continue
+        assert root.outputs == {"intent": row["predicted.intent"], "city": row["predicted.city"]}
+        assert [a.value for a in feedback] == [row["score"]]  # one score, the table's
+
+
+def test_scores_stay_off_the_traces_when_asked(traced_store):
+    import mlflow
+
+    with mlflow.start_run():
+        run(score_traces=False)
+    traces = stored_traces(traced_store)
+    assert len(traces) == len(DATA) and not any(t.info.assessments for t in traces.values())
+
+
+def test_untraced_evaluation_writes_no_trace(traced_store):
+    import mlflow
+
+    with mlflow.start_run():
+        outcome = run(traced=False)
+    assert outcome.trace_ids == [None] * len(DATA) and not stored_traces(traced_store)

@@ -85,9 +85,13 @@ def test_the_redaction_is_visible_on_the_trace(tmp_path, lm_requests):
             run(STRICT)
     finally:
         mlflow.dspy.autolog(disable=True)
+    mlflow.flush_trace_async_logging()
     traces = mlflow.search_traces(locations=[experiment.experiment_id], return_type="list")
-    by_root = {t.data.spans[0].name for t in traces}
-    assert by_root == {"Guarded"}  # one trace per row: guards, program and LM calls together
+    assert len(traces) == len(ROWS)  # one trace per row: its example, guards, program and LM calls together
+    for trace in traces:
+        root = next(s for s in trace.data.spans if s.parent_id is None)
+        assert root.name == "example"
+        assert [s.name for s in trace.data.spans if s.parent_id == root.span_id] == ["Guarded"]
     mailed = next(
         t
         for t in traces
@@ -96,6 +100,8 @@ def test_the_redaction_is_visible_on_the_trace(tmp_path, lm_requests):
     )
     spans = {s.name: s for s in mailed.data.spans}
     assert spans["guard.inputs"].outputs == {"text": "I want a refund, write to <EMAIL_ADDRESS>"}
+    redacted = {"text": "I want a refund, write to <EMAIL_ADDRESS>"}
+    assert spans["example"].inputs == spans["Guarded"].inputs == redacted  # the trace's request: redacted
     assert spans["guard.inputs"].inputs == {"fields": ["text"]}
     lm_spans = [s for s in mailed.data.spans if s.span_type in ("CHAT_MODEL", "LLM")]
     assert lm_spans and all("<EMAIL_ADDRESS>" in json.dumps(s.inputs) for s in lm_spans)

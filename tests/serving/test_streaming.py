@@ -56,9 +56,9 @@ def test_predict_stream_refuses_what_predict_refuses(two_stage):
         next(model.predict_stream(None, {"ticket": "  ", "channel": "email"}))
 
 
-def sse_events(response: requests.Response) -> list[tuple[float, dict | str]]:
-    """(seconds since the request, payload) per Server-Sent Event, as a client reads them."""
-    start, events = time.monotonic(), []
+def sse_events(response: requests.Response, start: float) -> list[tuple[float, dict | str]]:
+    """(seconds since the request was sent at `start`, payload) per Server-Sent Event, as a client reads them."""
+    events = []
     for line in response.iter_lines(decode_unicode=True):
         if line and line.startswith("data: "):
             data = line.removeprefix("data: ")
@@ -68,10 +68,11 @@ def sse_events(response: requests.Response) -> list[tuple[float, dict | str]]:
 
 def stream(url: str, content: str) -> list[tuple[float, dict | str]]:
     body = {"input": [{"role": "user", "content": content}], "stream": True}
+    start = time.monotonic()  # before the request: the server's deadline starts when it arrives
     with requests.post(f"{url}/responses", json=body, stream=True, timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        return sse_events(response)
+        return sse_events(response, start)
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +103,26 @@ def test_serve_stream_true_streams_the_answer_over_http_and_traces_it(two_stage,
 
     client = MlflowClient(two_stage.tracking_uri)
     experiment = client.get_experiment_by_name("serving-traces")
-    traces = client.search_traces(locations=[experiment.experiment_id])
-    streamed = [t for t in traces if t.data.spans[0].get_attribute("time_to_first_token_s") is not None]
+
+    def streamed_traces():  # the server exports traces in the background (MLflow's default): wait for it
+        traces = client.search_traces(locations=[experiment.experiment_id])
+        roots = [root_span(t) for t in traces]
+        return [
+            t for t, r in zip(traces, roots, strict=True) if r and r.get_attribute("time_to_first_token_s") is not None
+        ]
+
+    deadline = time.monotonic() + 30
+    while not (streamed := streamed_traces()) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert len(streamed) == 1
-    root = streamed[0].data.spans[0]
+    root = root_span(streamed[0])
     assert [e.name for e in root.events] == ["first_token"]
     assert {s.name for s in streamed[0].data.spans} >= {"DraftThenVerify.forward", "Predict.forward"}
+
+
+def root_span(trace):
+    """The trace's root span, None while the background export has not written it yet."""
+    return next((s for s in trace.data.spans if s.parent_id is None), None)
 
 
 def test_a_bad_request_to_the_agent_server_is_a_400_and_it_keeps_serving(agent_url):
