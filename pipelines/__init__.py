@@ -2,8 +2,11 @@
 
 Importing the package sets offline-friendly defaults for the libraries it drives, before any of
 them is imported: litellm would otherwise spend ~8 s fetching its price map, deepeval would phone
-home, and llama.cpp's OpenMP threads would spin-wait. MLflow's asynchronous trace export stays on (its
-default): evaluation scores travel with their traces (`pipelines.evaluation.scoring`).
+home, and llama.cpp's OpenMP threads would spin-wait. Traces are written as each one ends, not by MLflow's
+background export: on a sqlite store its writer threads contend for the database lock, and each flush
+waits ~2 s for its queue, which short runs feel. `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=true` turns the
+background export on: evaluation scores still reach their traces (`pipelines.evaluation.scoring`), and a
+run ends once its traces are stored.
 Each is a `setdefault`, so a value the user exported still wins.
 """
 
@@ -12,6 +15,7 @@ import os
 _OFFLINE_DEFAULTS = {
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     "DEEPEVAL_TELEMETRY_OPT_OUT": "YES",
+    "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",

@@ -71,7 +71,7 @@ def _isolate(monkeypatch):
     last_trace = mlflow.get_last_active_trace_id()
     yield
     if mlflow.get_last_active_trace_id() != last_trace:
-        # MLflow exports traces in the background: store this test's before the next test's store is set.
+        # With MLflow's background trace export on, store this test's traces before the next test's store is set.
         mlflow.flush_trace_async_logging()
     reset_mlflow_state()
     dspy.configure(lm=None, adapter=None)

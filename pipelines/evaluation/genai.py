@@ -170,7 +170,7 @@ def log_genai_evaluation(
     run = mlflow.active_run()
     contract = task.contract
     tags = {"split": split, "model": model}
-    mlflow.flush_trace_async_logging()  # scoring's traces are exported in the background: all in the store first
+    mlflow.flush_trace_async_logging()  # with a background trace export, scoring's traces all stored first
     traces = run_traces(run.info.run_id, run.info.experiment_id)
     data, missing = evaluation_rows(outcome, contract.input_names, contract.output_names, traces, tags)
     if missing:

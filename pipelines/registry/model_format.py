@@ -86,8 +86,11 @@ def validate_rows(frame: pd.DataFrame, inputs: list[Field]) -> list[dict]:
         raise _bad_input(f"Missing input column(s) {missing}; the model expects {names}")
     if frame.empty:
         raise _bad_input(f"No rows to score; send at least one row with columns {names}")
-    rows = frame[names].to_dict("records")
-    return [{f.name: _check_value(f, row[f.name], i) for f in inputs} for i, row in enumerate(rows)]
+    columns = [frame[name].tolist() for name in names]  # column-wise: a per-row frame copy costs ~1 ms a request
+    return [
+        {f.name: _check_value(f, value, i) for f, value in zip(inputs, values, strict=True)}
+        for i, values in enumerate(zip(*columns, strict=True))
+    ]
 
 
 def _output_value(value):

@@ -274,7 +274,7 @@ def started_run(tracking, run_name: str | None, tags: dict, config: dict) -> Ite
             record_failure(run.info.run_id, scrub(failure_reason(exc))[:5000])  # a provider may echo the key
             raise
         finally:
-            # Traces are exported in the background (MLflow's default): the run ends with all of them stored.
+            # With MLflow's background trace export on, the run ends with all its traces stored (else a no-op).
             mlflow.flush_trace_async_logging()
 
 

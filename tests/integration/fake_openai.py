@@ -59,6 +59,10 @@ CHUNK_CHARS = 4  # about one token of JSON per streamed chunk
 
 def make_handler(latency: float, hang_s: float, counter: list[int], chunk_s: float = 0.0):
     class Handler(BaseHTTPRequestHandler):
+        # Keep-alive, as OpenAI, vLLM and llama.cpp's server do: a client's pooled connection carries its next
+        # request, instead of a TCP connection (and a server thread) per call.
+        protocol_version = "HTTP/1.1"
+
         def do_POST(self):  # noqa: N802 (http.server's naming)
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             messages = body.get("messages", [])
@@ -87,7 +91,9 @@ def make_handler(latency: float, hang_s: float, counter: list[int], chunk_s: flo
         def _stream(self, body: dict, content: str, reply_id: str):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
-            self.end_headers()  # no Content-Length: the stream ends when the connection closes (HTTP/1.0)
+            self.send_header("Connection", "close")  # no Content-Length: the stream ends when the connection does
+            self.end_headers()
+            self.close_connection = True
 
             def send(delta: dict, finish: str | None = None):
                 chunk = {

@@ -104,7 +104,7 @@ def test_serve_stream_true_streams_the_answer_over_http_and_traces_it(two_stage,
     client = MlflowClient(two_stage.tracking_uri)
     experiment = client.get_experiment_by_name("serving-traces")
 
-    def streamed_traces():  # the server exports traces in the background (MLflow's default): wait for it
+    def streamed_traces():  # a server exporting traces in the background (MLflow's default) writes them late
         traces = client.search_traces(locations=[experiment.experiment_id])
         roots = [root_span(t) for t in traces]
         return [
