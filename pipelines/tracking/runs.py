@@ -39,6 +39,7 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit for one param value
 SWEEP_PARENT_ENV = "PIPELINES_SWEEP_PARENT_RUN_ID"  # set by pipelines.tracking.sweep.MLflowSweep
 PID_TAG, HOST_TAG, START_TAG = "process.pid", "process.host", "process.start"
 KILLED_REASON_TAG = "killed_reason"
+ASYNC_TRACES_ENV = "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"  # MLflow's switch for its background trace export
 _READY_STORES: set[str] = set()  # sqlite files this process has seen created (or found complete)
 
 
@@ -114,6 +115,20 @@ def mark_stale_runs(experiment_id: str, reason_by: str = "a later run") -> list[
     return marked
 
 
+def set_trace_export(background: bool | None) -> None:
+    """Traces written by MLflow's background export (True) or as each one ends (False); None leaves
+    `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING` as the environment has it (the package's default: as each ends).
+
+    On a tracking server a trace costs several HTTP round trips, which the background export takes off the
+    run's thread; on sqlite its writer threads only contend for the database lock."""
+    if background is None:
+        return
+    value = "true" if background else "false"
+    if os.environ.get(ASYNC_TRACES_ENV) != value:
+        os.environ[ASYNC_TRACES_ENV] = value
+        mlflow.tracing.reset()  # MLflow reads the variable when it builds its exporter: rebuild it
+
+
 def configure_tracking(tracking: DictConfig) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id.
 
@@ -122,6 +137,7 @@ def configure_tracking(tracking: DictConfig) -> str:
     """
     for uri in {tracking.uri, tracking.get("registry_uri") or tracking.uri}:
         ensure_store(uri)  # before MLflow touches a new store file
+    set_trace_export(tracking.get("background_traces"))
     mlflow.set_tracking_uri(tracking.uri)
     mlflow.set_registry_uri(tracking.get("registry_uri") or tracking.uri)
     # MLFLOW_EXPERIMENT_ID wins, as everywhere in MLflow; `mlflow run --experiment-name X` sets it, so

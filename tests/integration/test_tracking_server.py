@@ -26,6 +26,12 @@ def test_concurrent_runs_and_a_sweep_land_on_the_server(project, champion):
     assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in ours)
     single = next(r for r in trains if "mlflow.parentRunId" not in r.data.tags and r.data.tags.get("model_uri"))
     assert list(project.server.artifacts_dir.rglob(f"{single.info.run_id}/artifacts/config.yaml"))
+    # On the server traces go by MLflow's background export (`tracking=server`): the run ended with every
+    # example's trace stored, each with its one score.
+    traces = client.search_traces(locations=[experiment.experiment_id], run_id=single.info.run_id, max_results=500)
+    examples = [t for t in traces if any(s.name == "example" and s.parent_id is None for s in t.data.spans)]
+    assert len(examples) >= single.data.metrics["dev/examples"] == 16
+    assert all([a.name for a in t.info.assessments].count("exact_match") == 1 for t in examples)
 
 
 def test_register_makes_a_champion_on_the_server(project, champion):
