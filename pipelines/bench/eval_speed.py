@@ -75,10 +75,11 @@ class Bench:
 def measure_framework(bench: Bench, *, num_threads: int, repeats: int) -> Row:
     """The train path's scoring step vs a minimal DSPy + `mlflow.dspy.autolog()` script, same rows and LM.
 
-    Both run under MLflow's defaults (trace export in the background) and stop the clock once their traces
-    are in the store (`flush_trace_async_logging`, what the end of a run or of the script does). The details
-    count the rows whose score reached their trace on each side: the anchor logs each score with a store
-    write after its trace has ended, which the background export can beat."""
+    Both run under this process's trace export (each trace written as it ends, the package's default; MLflow's
+    background export with `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=true`) and stop the clock once their traces are
+    in the store (`flush_trace_async_logging`, what the end of a run or of the script does). The details count
+    the rows whose score reached their trace on each side: the anchor logs each score with a store write after
+    its trace has ended, which the background export can beat."""
     from pipelines.evaluation.scoring import EvalSettings
     from pipelines.optimizers.run import score_splits
     from pipelines.tracking.span_usage import LMSpanUsage
