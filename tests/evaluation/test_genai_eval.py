@@ -30,7 +30,7 @@ def champion(make_cfg):
 
 
 def scorer_feedback(trace, run_id: str, name: str):
-    """The feedback the run's scorer logged on a trace (DSPy autolog logs one of the same name, with no run)."""
+    """The feedback the run's scorer logged on a trace (an evaluation's own score has the same name, no run)."""
     (found,) = [
         a
         for a in trace.info.assessments
@@ -63,6 +63,8 @@ def test_the_evaluation_run_is_a_genai_evaluation_run(make_cfg):
         expectations = {a.name: a.value for a in trace.info.assessments if a.expectation is not None}
         assert expectations == {f: row[expected_col(f)] for f in OUTPUTS}  # one per output field
         assert scorer_feedback(trace, result.run_id, "exact_match").value == row["score"]
+        feedback = [a.name for a in trace.info.assessments if a.feedback is not None]
+        assert feedback.count("exact_match") == 1  # the scorer's only: our evaluation leaves it to the scorer
     assert seen == set(table.index)
 
     # The split is a managed dataset, linked to the run; evaluating the same content again reuses it.
