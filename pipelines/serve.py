@@ -71,9 +71,10 @@ def serve_command(cfg: DictConfig) -> list[str]:
 def serve_environment(cfg: DictConfig) -> dict[str, str]:
     """What the server process reads: the store (models:/ resolves there, traces go there) and our settings."""
     env = {"MLFLOW_TRACKING_URI": str(cfg.tracking.uri), CONCURRENCY_ENV: str(cfg.concurrency)}
-    if not cfg.stream:  # MLflow's scoring server: a larger default executor for its per-request threads
-        threads = checked_threads(cfg.request_threads)  # refused here, before the server starts
-        env |= {LOOP_ENV: f"{loop_factory.__module__}:{loop_factory.__name__}", THREADS_ENV: str(threads)}
+    # Both servers' loop: a default executor of `request_threads` (MLflow's scoring server answers each request
+    # on it; the agent server each row) and TCP_NODELAY with several workers (`pipelines.serving.event_loop`).
+    threads = checked_threads(cfg.request_threads)  # refused here, before the server starts
+    env |= {LOOP_ENV: f"{loop_factory.__module__}:{loop_factory.__name__}", THREADS_ENV: str(threads)}
     limits = ServingLimits(
         max_rows=int(cfg.max_rows) if cfg.max_rows else None,
         cache_dir=str(cfg.paths.dspy_cache_dir),

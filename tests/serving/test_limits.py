@@ -35,7 +35,7 @@ def test_serve_gives_the_scoring_server_its_request_threads(make_cfg):
         assert loop._default_executor._max_workers == 24
     finally:
         loop.close()
-    assert LOOP_ENV not in serve_environment(make_cfg("serve", ["stream=true"]))  # the agent server: its own app
+    assert serve_environment(make_cfg("serve", ["stream=true"]))[LOOP_ENV] == env[LOOP_ENV]  # the agent server too
     with pytest.raises(ValueError, match="request_threads"):
         serve_environment(make_cfg("serve", ["request_threads=0"]))
 
