@@ -30,8 +30,8 @@ import pandas as pd
 import requests
 from mlflow import MlflowClient
 
+from tests.fake_provider import FakeProvider
 from tests.helpers import serving_champion
-from tests.integration.fake_openai import fake_openai
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,7 +173,7 @@ def main() -> None:
     uri = os.environ["MLFLOW_TRACKING_URI"]
     work = Path(tempfile.mkdtemp(prefix="scale-"))
     results = {"latency_s": args.latency, "rows": args.rows, "cpus": os.cpu_count()}
-    with fake_openai(latency=args.latency, port=args.api_port):
+    with FakeProvider(args.latency, port=args.api_port):
         base = [*lm_overrides(args, work, "reg"), "tracking=server", f"tracking.uri={uri}"]
         base.append(f"registry.name={args.name}")
         entry("train", "optimizer=labeled_fewshot", *base)

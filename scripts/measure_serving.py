@@ -25,8 +25,8 @@ from pathlib import Path
 
 import requests
 
+from tests.fake_provider import FakeProvider
 from tests.helpers import serving_champion
-from tests.integration.fake_openai import fake_openai
 from tests.serving.models import KEYWORDS, PREDICT, TWO_BY_TWO, log_served_model, provider_config
 
 EMBEDDED = {"_target_": "pipelines.lm.local_lm", "cache": False, "max_tokens": 96}
@@ -98,8 +98,8 @@ def main() -> None:
 
     results: dict = {"args": vars(args)}
     store = Path(tempfile.mkdtemp(prefix="measure-serving-"))
-    with fake_openai(latency=args.latency, chunk_s=args.chunk_s) as (api_base, _):
-        provider = log_served_model(store / "store", TWO_BY_TWO, PREDICT, provider_config(api_base), name="fake")
+    with FakeProvider(args.latency, chunk_s=args.chunk_s) as fake:
+        provider = log_served_model(store / "store", TWO_BY_TWO, PREDICT, provider_config(fake.url), name="fake")
         if args.what in ("ttft", "all"):
             if not args.skip_embedded:
                 embedded = log_served_model(store / "store", TWO_BY_TWO, PREDICT, EMBEDDED, name="embedded")

@@ -128,8 +128,8 @@ def speed(cfg: DictConfig) -> list[Row]:
         e = cfg.engine
         rows += measure_engine(lm, prompt=e.prompt, calls=int(e.calls), repeats=repeats, burners=int(e.burners))
     latency = float(cfg.fake.latency_s)
-    with instantiate(cfg.fake.server)(latency=latency) as (api_base, _):
-        fake_lm_config = to_container(cfg.fake.lm) | {"api_base": api_base}
+    with instantiate(cfg.fake.server)(latency=latency) as fake:
+        fake_lm_config = to_container(cfg.fake.lm) | {"api_base": fake.url}
         bench = Bench(
             task=task,
             program=program,

@@ -14,7 +14,7 @@ from pipelines.optimizers.run import compile_within_budget
 from pipelines.programs import build_program
 from pipelines.session import Session
 from pipelines.tracking.runs import configure_tracking
-from tests.faults.fake_provider import FakeProvider
+from tests.fake_provider import FakeProvider
 
 N = 5
 

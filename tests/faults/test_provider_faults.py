@@ -17,7 +17,7 @@ from pipelines.lm import provider_lm
 from pipelines.register import register
 from pipelines.registry.versions import RegistryError
 from pipelines.train import train
-from tests.faults.fake_provider import FakeProvider
+from tests.fake_provider import FakeProvider
 from tests.helpers import files_containing
 
 KEY = "fk-7Q2-leaky-SENTINEL-93ad"  # no pattern LiteLLM's own redaction knows: only ours can catch it
@@ -80,7 +80,7 @@ def test_a_dead_provider_fails_the_run_in_bounded_time_and_leaves_no_model(make_
 
 def test_a_hung_provider_is_cut_at_the_timeout(make_cfg):
     hang = 30.0
-    with FakeProvider(hang_s=hang) as fake:
+    with FakeProvider(hang_all=True, hang_s=hang) as fake:
         start = time.monotonic()
         with pytest.raises(EvaluationFailed, match="Timeout"):
             train(train_cfg(make_cfg, fake, "lm.timeout=1", "lm.num_retries=1"))

@@ -2,7 +2,8 @@
 
 The tracking server is the project's own `scripts/tracking_server.sh` (what `make server` runs), in a
 throwaway directory on free ports, stopped by PID at the end. Skipped only where PostgreSQL is not
-installed. The LM is `fake_openai` on loopback, reached over HTTP through LiteLLM like any provider LM.
+installed. The LM is `tests.fake_provider.FakeProvider` on loopback, reached over HTTP through LiteLLM like
+any provider LM.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import PROJECT_ROOT
-from tests.integration.fake_openai import fake_openai
+from tests.fake_provider import FakeProvider
 
 SCRIPT = PROJECT_ROOT / "scripts" / "tracking_server.sh"
 FAKE_LATENCY_S = 0.01  # per LM request: small, so 2,000 rows score in well under a minute on 2 cores
@@ -77,8 +78,8 @@ def tracking_server() -> Iterator[TrackingServer]:
 @pytest.fixture(scope="session")
 def fake_lm_api() -> Iterator[str]:
     """The fake OpenAI-compatible server's base URL (`/v1`)."""
-    with fake_openai(latency=FAKE_LATENCY_S, hang_s=HANG_S) as (api_base, _):
-        yield api_base
+    with FakeProvider(FAKE_LATENCY_S, hang_s=HANG_S) as fake:
+        yield fake.url
 
 
 SMALL = ["task.data.train_size=16", "task.data.val_size=16", "task.data.dev_size=16", "task.data.test_size=16"]

@@ -7,11 +7,6 @@ no file of the tracking store, its artifacts or the DSPy cache contains a sentin
 
 from __future__ import annotations
 
-import json
-import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import mlflow
 import pandas as pd
 import pytest
@@ -20,57 +15,17 @@ from mlflow import MlflowClient
 from pipelines.evaluate import evaluate
 from pipelines.register import register
 from pipelines.train import train
-from tests.fakes import TRAVEL_RULES
+from tests.fake_provider import FakeProvider
 from tests.helpers import files_containing
 
 SENTINEL = "sk-SENTINEL-7f3a9c1e5b2d4a6f"
 OTHER_SENTINEL = "sk-OTHER-SENTINEL-0b1c2d3e"
 
 
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    seen_auth: list[str] = []
-
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _FakeOpenAI.seen_auth.append(self.headers.get("Authorization", ""))
-        last = body["messages"][-1]["content"]
-        last = last if isinstance(last, str) else " ".join(p.get("text", "") for p in last)
-        match = re.search(r"\[\[ ## text ## \]\]\s*(.*?)(?:\n\n|\[\[|$)", last, re.S)
-        text = (match.group(1) if match else last).lower()
-        label = next((lab for key, lab in TRAVEL_RULES.items() if key in text), "book_flight")
-        reply = {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body.get("model", "fake"),
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": json.dumps({"label": label})},
-                }
-            ],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55},
-        }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def fake_provider():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _FakeOpenAI.seen_auth.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with FakeProvider() as fake:
+        yield fake
 
 
 def test_keys_never_reach_the_store(make_cfg, monkeypatch, tmp_path, fake_provider):
@@ -78,7 +33,7 @@ def test_keys_never_reach_the_store(make_cfg, monkeypatch, tmp_path, fake_provid
     monkeypatch.setenv("OPENAI_API_KEY", OTHER_SENTINEL)
     overrides = [
         "lm=openai_compatible",
-        f"lm.api_base={fake_provider}",
+        f"lm.api_base={fake_provider.url}",
         "lm.model=openai/fake-model",
         "lm.api_key_env=MY_PROVIDER_KEY",
         "lm.require_key=true",
@@ -90,7 +45,7 @@ def test_keys_never_reach_the_store(make_cfg, monkeypatch, tmp_path, fake_provid
     # environment) and scores the champion on those rows, with traces, now.
     small = [*overrides, "task.data.dev_size=8"]
     challenger = train(make_cfg("main", [*small, "optimizer=none"], fake=False))
-    calls_before = len(_FakeOpenAI.seen_auth)
+    calls_before = len(fake_provider.auth)
     second = register(make_cfg("register", small, fake=False), run_id=challenger.run_id)
     assert second.champion_score is not None and second.version != first.version
     assert "eval/champion_dev_predictions.json" in {
@@ -99,7 +54,7 @@ def test_keys_never_reach_the_store(make_cfg, monkeypatch, tmp_path, fake_provid
     # models:/NAME@champion on rows no run has asked about (DSPy's cache holds the others' answers).
     champion = evaluate(make_cfg("evaluate", overrides, fake=False), split="val")
     assert champion.outcome.score > 0
-    assert len(_FakeOpenAI.seen_auth) > calls_before  # the loaded model called the provider itself
+    assert len(fake_provider.auth) > calls_before  # the loaded model called the provider itself
     # The model reads its key from the serving environment when it loads, and answers. It stores the
     # NAME of the variable, never its value.
     model = mlflow.pyfunc.load_model(trained.model_uri)
@@ -109,8 +64,8 @@ def test_keys_never_reach_the_store(make_cfg, monkeypatch, tmp_path, fake_provid
     assert lm_spec["api_key_env"] == "MY_PROVIDER_KEY" and "api_key" not in lm_spec
 
     # The key was really used (so the check below is not vacuous)...
-    assert f"Bearer {SENTINEL}" in _FakeOpenAI.seen_auth
-    assert all(auth == f"Bearer {SENTINEL}" for auth in _FakeOpenAI.seen_auth)
+    assert f"Bearer {SENTINEL}" in fake_provider.auth
+    assert all(auth == f"Bearer {SENTINEL}" for auth in fake_provider.auth)
     # ...and is nowhere on disk: sqlite store (params, tags, traces, registry), artifacts, DSPy cache,
     # Hydra outputs.
     assert any(tmp_path.rglob("*.db")), "the tracking store should exist"
@@ -127,7 +82,7 @@ def test_keyless_server_never_receives_the_openai_key(make_cfg, monkeypatch, fak
         "train",
         [
             "lm=openai_compatible",
-            f"lm.api_base={fake_provider}",
+            f"lm.api_base={fake_provider.url}",
             "lm.model=openai/fake-model",
             "optimizer=none",
             "task.data.dev_size=4",
@@ -135,4 +90,4 @@ def test_keyless_server_never_receives_the_openai_key(make_cfg, monkeypatch, fak
         fake=False,
     )
     train(cfg)
-    assert _FakeOpenAI.seen_auth and all(OTHER_SENTINEL not in auth for auth in _FakeOpenAI.seen_auth)
+    assert fake_provider.auth and all(OTHER_SENTINEL not in auth for auth in fake_provider.auth)

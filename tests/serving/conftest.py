@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.fake_openai import fake_openai
+from tests.fake_provider import FakeProvider
 
 
 @pytest.fixture(scope="module")
 def fake_provider() -> Iterator[str]:
     """The fake OpenAI server, streaming: 0.2 s to the first chunk, then a chunk every 20 ms."""
-    with fake_openai(latency=0.2, chunk_s=0.02) as (api_base, _):
-        yield api_base
+    with FakeProvider(0.2, chunk_s=0.02) as fake:
+        yield fake.url

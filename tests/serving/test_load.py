@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from pipelines.bench.load import closed_loop, listening_pid, tree_rss_mb
+from tests.fake_provider import FakeProvider
 from tests.helpers import serving_champion
-from tests.integration.fake_openai import fake_openai
 from tests.serving.models import KEYWORDS, PREDICT, TWO_BY_TWO, log_served_model, provider_config
 
 LATENCY_S = 0.1  # each LM call
@@ -35,8 +35,8 @@ def body(i: int, word: str | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    with fake_openai(latency=LATENCY_S, hang_s=HANG_S) as (api_base, _):
-        model = log_served_model(tmp_path_factory.mktemp("load"), TWO_BY_TWO, PREDICT, provider_config(api_base))
+    with FakeProvider(LATENCY_S, hang_s=HANG_S) as fake:
+        model = log_served_model(tmp_path_factory.mktemp("load"), TWO_BY_TWO, PREDICT, provider_config(fake.url))
         with serving_champion(model.tracking_uri, overrides=[f"model_uri={model.uri}", "timeout=60"]) as url:
             yield url
 

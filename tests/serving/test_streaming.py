@@ -163,12 +163,12 @@ def test_an_output_guard_holds_back_the_partial_outputs(two_stage):
 def test_the_timeout_bounds_the_whole_stream_and_the_server_keeps_serving(tmp_path):
     """A stream whose LM starts at once but dribbles its answer: the server's timeout ends the stream with an
     error event (its headers left long before, so a bound on the response's start would never fire)."""
-    from tests.integration.fake_openai import fake_openai
+    from tests.fake_provider import FakeProvider
     from tests.serving.models import PREDICT
 
     timeout_s = 4  # the first delta comes after ~3 chunks (~1.3 s); the whole answer needs ~10 s
-    with fake_openai(latency=0.05, chunk_s=0.8) as (api_base, _):  # ~13 chunks
-        slow = log_served_model(tmp_path / "slow", TWO_BY_TWO, PREDICT, provider_config(api_base), name="slow")
+    with FakeProvider(0.05, chunk_s=0.8) as fake:  # ~13 chunks
+        slow = log_served_model(tmp_path / "slow", TWO_BY_TWO, PREDICT, provider_config(fake.url), name="slow")
         overrides = ["stream=true", f"model_uri={slow.uri}", f"timeout={timeout_s}", "trace=false"]
         with serving_champion(slow.tracking_uri, overrides=overrides) as url:
             events = stream(url, json.dumps(ROW))

@@ -10,8 +10,8 @@ from mlflow.pyfunc import scoring_server
 
 from pipelines.data.contract import Contract
 from pipelines.lm.secrets import register_secret
+from tests.fake_provider import FakeProvider
 from tests.fakes import TRAVEL_RULES
-from tests.faults.fake_provider import FakeProvider
 from tests.serving.models import PREDICT, log_served_model
 
 KEY = "sk-upstream-test-0123456789abcdef"
@@ -44,7 +44,7 @@ def served_app(tmp_path, fake: FakeProvider, monkeypatch, timeout: float = 30):
     [
         ({"fail_all": True}, 503, "unavailable; retry later"),
         ({"too_many": 1000, "retry_after": 0.01}, 503, "unavailable; retry later"),
-        ({"hang_s": 5}, 504, "timed out"),
+        ({"hang_all": True, "hang_s": 5}, 504, "timed out"),
         ({"echo_auth": True}, 500, "failed to answer"),
     ],
 )

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from mlflow.tracing.constant import SpanAttributeKey
 
 from pipelines.train import train
-from tests.faults.fake_provider import FakeProvider
+from tests.fake_provider import FakeProvider
 
 DEV = 6
 
