@@ -56,8 +56,8 @@ def stream_once(url: str, row: dict) -> tuple[float, float]:
     return first, last
 
 
-def measure_ttft(served, repeats: int) -> dict:
-    overrides = ["stream=true", f"model_uri={served.uri}", "trace=false"]
+def measure_ttft(served, repeats: int, workers: int = 1) -> dict:
+    overrides = ["stream=true", f"model_uri={served.uri}", "trace=false", f"workers={workers}"]
     with serving_champion(served.tracking_uri, overrides=overrides) as url:
         stream_once(url, fresh_row(0))  # warm-up: model load, first-call imports
         runs = [stream_once(url, fresh_row(i)) for i in range(repeats)]
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--latency", type=float, default=0.2, help="fake provider: seconds to the first chunk")
     parser.add_argument("--chunk-s", type=float, default=0.02, help="fake provider: seconds between chunks")
+    parser.add_argument("--workers", type=int, default=1, help="ttft: `serve workers=N` for the streaming server")
     parser.add_argument("--skip-embedded", action="store_true", help="no embedded-model figure (no llama.cpp here)")
     args = parser.parse_args()
 
@@ -103,8 +104,8 @@ def main() -> None:
         if args.what in ("ttft", "all"):
             if not args.skip_embedded:
                 embedded = log_served_model(store / "store", TWO_BY_TWO, PREDICT, EMBEDDED, name="embedded")
-                results["ttft_embedded"] = measure_ttft(embedded, args.repeats)
-            results["ttft_fake_provider"] = measure_ttft(provider, args.repeats)
+                results["ttft_embedded"] = measure_ttft(embedded, args.repeats, args.workers)
+            results["ttft_fake_provider"] = measure_ttft(provider, args.repeats, args.workers)
         if args.what in ("rows", "all"):
             results["rows_concurrency_16"] = measure_rows(provider, 16, args.repeats)
             results["rows_concurrency_1"] = measure_rows(provider, 1, args.repeats)
