@@ -12,7 +12,7 @@ TCP_NODELAY. With `workers` > 1, uvicorn binds the listening socket itself and h
 creates it without a protocol number (uvicorn issue #3149), and asyncio turns TCP_NODELAY on for an accepted
 connection only when the socket says IPPROTO_TCP. Nagle's algorithm then holds a response's body (uvicorn
 writes the headers first) until the client acknowledges the headers, which a client does up to 40 ms
-late: measured, one client's requests took 0.160 s at two workers against 0.113 s at one, on a 0.1 s LM.
+late: measured, one client's requests took 0.160 s at two workers against 0.119 s at one, on a 0.1 s LM.
 Set on the listening socket, TCP_NODELAY is inherited by every connection it accepts (Linux).
 
 `serve` names this factory in `UVICORN_LOOP`, which uvicorn's command line reads (`mlflow models serve`
