@@ -12,7 +12,6 @@ from omegaconf import OmegaConf
 from pipelines.config import CONF_DIR
 from pipelines.serve import serve_command
 from tests.helpers import serving_champion
-from tests.integration.conftest import HANG_S
 
 TIMEOUT_S = 3
 
@@ -39,7 +38,6 @@ def test_a_hung_lm_answers_504_within_the_timeout_and_the_server_keeps_serving(p
         # The fake LM sleeps far past the timeout; a fresh text each run, so no cache can answer it.
         hung = ask(url, f"HANG on, where is my flight {uuid.uuid4().hex[:8]}")
         assert hung.status_code == 504
-        # Cut by the timeout, not answered once the hang ended: a bound no machine's speed can break.
-        assert time.monotonic() - start < HANG_S
+        assert time.monotonic() - start < TIMEOUT_S + 5
         assert requests.get(f"{url}/ping", timeout=5).status_code == 200
         assert ask(url, "I want a refund").json() == {"predictions": [{"label": "refund_request"}]}
