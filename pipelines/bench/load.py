@@ -13,14 +13,16 @@ every request is timed and every failure counted (a status other than 200, or no
 
 from __future__ import annotations
 
+import http.client
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import numpy as np
-import requests
 
 
 @dataclass
@@ -71,15 +73,31 @@ def closed_loop(
     start = time.perf_counter()
     deadline = start + duration_s
 
+    target = urlsplit(url)
+    path = f"{target.path.rstrip('/')}/invocations"
+    headers = {"Content-Type": "application/json"}
+
     def client():
-        session = requests.Session()  # one connection per client, as a real client keeps it
+        # http.client on one kept-alive connection, as a real client keeps it. Not `requests`: the clients' CPU is
+        # taken from the server under test on a small machine. A POST to the fake provider, client and fake in one
+        # process, cost 1.13 ms of CPU with requests and 0.38 ms with http.client (medians of 5 x 300 calls).
+        # http.client sends headers and body in one write (no Nagle delay).
+        conn = None
         while time.perf_counter() < deadline:
+            payload = json.dumps(make_body(next(numbers))).encode()
             sent = time.perf_counter()
             try:
-                response = session.post(f"{url}/invocations", json=make_body(next(numbers)), timeout=timeout_s)
-                failure = None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:200]}"
-            except requests.RequestException as exc:
+                if conn is None:
+                    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=timeout_s)
+                conn.request("POST", path, payload, headers)
+                response = conn.getresponse()
+                answer = response.read()[:200].decode(errors="replace")
+                failure = None if response.status == 200 else f"HTTP {response.status}: {answer}"
+            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out: reconnect next time
                 failure = f"{type(exc).__name__}: {exc}"[:200]
+                if conn is not None:
+                    conn.close()
+                conn = None
             elapsed = time.perf_counter() - sent
             with lock:
                 if failure is None:
@@ -88,6 +106,8 @@ def closed_loop(
                     result.errors += 1
                     if len(result.error_examples) < 5:
                         result.error_examples.append(failure)
+        if conn is not None:
+            conn.close()
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for t in threads:

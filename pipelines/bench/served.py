@@ -118,13 +118,19 @@ def cold_start_load_model(tracking_uri: str, model_uri: str, row_json: str) -> f
     return timed_process(["-c", LOAD_AND_PREDICT, model_uri, row_json], _env(tracking_uri))
 
 
-def request_body(bench: Bench, i: int) -> dict:
-    """One row never sent before: a dev example's inputs, its text made unique (no cache anywhere answers it)."""
-    examples = bench.task.examples("dev")
-    inputs = examples[i % len(examples)].inputs().toDict()
+def request_bodies(bench: Bench):
+    """`body(i)`: request i's body, a row never sent before (a dev example's inputs, its text made unique, so no
+    cache anywhere answers it). The examples are read once: the load clients share the bench's process, and
+    CPU spent there is taken from the server under test."""
+    rows = [example.inputs().toDict() for example in bench.task.examples("dev")]
     first = bench.task.contract.input_names[0]
-    inputs[first] = f"{inputs[first]} (ref {uuid.uuid4().hex[:8]})"
-    return {"dataframe_records": [inputs]}
+
+    def body(i: int) -> dict:
+        inputs = dict(rows[i % len(rows)])
+        inputs[first] = f"{inputs[first]} (ref {uuid.uuid4().hex[:8]})"
+        return {"dataframe_records": [inputs]}
+
+    return body
 
 
 def machine_busy_s() -> float:
@@ -156,6 +162,7 @@ def measure_serving_and_cold_start(
         adapter_config=bench.adapter_config,
     )
     rows: list[Row] = []
+    body = request_bodies(bench)
     if "serving" in which:
         by_clients = {
             c: Row(f"serving_{c}", "req/s", f"ideal {c}/latency", higher_is_better=True, threshold=BOUNDS.get(c))
@@ -166,12 +173,12 @@ def measure_serving_and_cold_start(
         # The machine's bound: clients, fake LM and server share its cores, so it answers at most
         # cores / (all the CPU seconds one request costs, everywhere) requests/s, however many workers serve.
         cores = len(os.sched_getaffinity(0))
-        with serving(tracking_uri, model_uri, request_body(bench, 0), [f"workers={workers}"]) as (url, _, pid):
-            closed_loop(url, lambda i: request_body(bench, i), clients=max(clients), duration_s=warmup_s)
+        with serving(tracking_uri, model_uri, body(0), [f"workers={workers}"]) as (url, _, pid):
+            closed_loop(url, body, clients=max(clients), duration_s=warmup_s)
             for _ in range(repeats):
                 for c, row in by_clients.items():
                     cpu_before, busy_before = tree_cpu_s(pid), machine_busy_s()
-                    result = closed_loop(url, lambda i: request_body(bench, i), clients=c, duration_s=duration_s)
+                    result = closed_loop(url, body, clients=c, duration_s=duration_s)
                     row.add(result.requests_per_s, c / bench.latency_s)
                     done = max(1, result.ok)
                     cpu_ms = 1000 * (tree_cpu_s(pid) - cpu_before) / done
@@ -196,13 +203,13 @@ def measure_serving_and_cold_start(
             }
         rows.extend(by_clients.values())
     if "cold_start" in which:
-        row_json = json.dumps(request_body(bench, 0)["dataframe_records"][0])
+        row_json = json.dumps(body(0)["dataframe_records"][0])
         load = Row("cold_start_load_model", "s", "import floor (dspy, mlflow, pandas)")
         serve = Row("cold_start_serve", "s", "import floor (dspy, mlflow, pandas)")
         for _ in range(repeats):
             floor = cold_start_import_floor(tracking_uri)
             load.add(cold_start_load_model(tracking_uri, model_uri, row_json), floor)
-            with serving(tracking_uri, model_uri, request_body(bench, 1)) as (_, seconds, _):
+            with serving(tracking_uri, model_uri, body(1)) as (_, seconds, _):
                 serve.add(seconds, floor)
         rows += [load, serve]
     return rows

@@ -123,7 +123,7 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         from pipelines.serving.limits import ServingLimits
 
         self.limits = ServingLimits.from_env()  # set by `serve`; none elsewhere
-        self.limits.apply_to_dspy()
+        self.limits.apply()
 
     def guarded_rows(self, model_input) -> tuple[list[dict], list[list]]:
         """The request as validated, guarded rows, and each row's guard hits: the one place `predict` and

@@ -50,6 +50,11 @@ def test_the_serving_loop_accepts_connections_with_nodelay():
     assert accepted_nodelay(NoDelayEventLoop()) == 1
 
 
+def test_the_factory_loop_accepts_connections_with_nodelay():
+    """Whichever loop the factory makes here (uvloop, a pinned dependency; asyncio's `NoDelayEventLoop` without it)."""
+    assert accepted_nodelay(loop_factory()) == 1
+
+
 @pytest.mark.skipif(importlib.util.find_spec("uvloop") is not None, reason="uvloop installed: used as uvicorn makes it")
 def test_the_factory_makes_the_nodelay_loop_when_uvloop_is_absent():
     loop = loop_factory()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import threading
+
 import dspy
 import mlflow
 import pytest
@@ -24,6 +28,16 @@ def test_serve_hands_its_limits_to_the_server_process(make_cfg, tmp_path):
     )
     assert ServingLimits.from_env(serve_environment(make_cfg("serve", ["max_rows=null"]))).max_rows is None
     assert ServingLimits.from_env({}) == ServingLimits()  # a model loaded outside `serve`: nothing changes
+    frozen = gc.get_freeze_count()
+    ServingLimits().apply()
+    assert gc.get_freeze_count() == frozen
+
+
+async def concurrent_to_thread(n: int) -> bool:
+    """Whether `n` calls of `asyncio.to_thread` (how the scoring server runs `predict`) all run at once."""
+    barrier = threading.Barrier(n, timeout=10)
+    await asyncio.gather(*(asyncio.to_thread(barrier.wait) for _ in range(n)))
+    return not barrier.broken
 
 
 def test_serve_gives_the_scoring_server_its_request_threads(make_cfg):
@@ -32,7 +46,7 @@ def test_serve_gives_the_scoring_server_its_request_threads(make_cfg):
     assert request_threads(env) == 24
     loop = loop_factory_with(env)
     try:
-        assert loop._default_executor._max_workers == 24
+        assert loop.run_until_complete(concurrent_to_thread(24))  # 24 calls at once: none waits for a thread
     finally:
         loop.close()
     assert serve_environment(make_cfg("serve", ["stream=true"]))[LOOP_ENV] == env[LOOP_ENV]  # the agent server too
@@ -53,9 +67,11 @@ def test_a_request_past_max_rows_is_a_400_pointing_at_the_batch_scorer(fake_prov
     previous = dspy.settings.max_history_size
     try:
         served = log_served_model(tmp_path / "store", INTENTS, PREDICT, provider_config(fake_provider))
+        gc.unfreeze()
         client = TestClient(scoring_server.init(mlflow.pyfunc.load_model(served.uri)))
         assert dspy.settings.max_history_size == 5
         assert dspy.cache.disk_cache.directory == str(tmp_path / "cache")  # not ~/.dspy_cache
+        assert gc.get_freeze_count() > 100_000  # the loaded heap: out of every later full collection
 
         def ask(n: int):
             return client.post(
@@ -67,5 +83,6 @@ def test_a_request_past_max_rows_is_a_400_pointing_at_the_batch_scorer(fake_prov
         assert "at most 3" in refused.json()["message"] and "python -m pipelines.score" in refused.json()["message"]
         assert ask(3).status_code == 200
     finally:
+        gc.unfreeze()  # this test process is not a server
         dspy.configure(max_history_size=previous)
         dspy.configure_cache()
