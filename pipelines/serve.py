@@ -5,6 +5,7 @@
     python -m pipelines.serve workers=4 timeout=30        # 4 uvicorn workers; a request past 30 s gets a 504
     python -m pipelines.serve concurrency=16              # rows of one request in flight at once (provider LMs)
     python -m pipelines.serve stream=true                 # MLflow's agent server: /responses, Server-Sent Events
+    python -m pipelines.serve lm_engine=lm15              # a provider LM on DSPy's own HTTP client, not LiteLLM
 
 Without `stream`, this is MLflow's own scoring server (`/invocations`, tables of rows); with `stream=true`,
 MLflow's agent server around the same registered program (`pipelines.serving.agent_server`: the Responses
@@ -27,6 +28,8 @@ from omegaconf import DictConfig
 from pipelines.cli import hydra_main
 from pipelines.serving.event_loop import LOOP_ENV, THREADS_ENV, checked_threads, loop_factory
 from pipelines.serving.limits import ServingLimits
+from pipelines.serving.lm_engine import ENV as LM_ENGINE_ENV
+from pipelines.serving.lm_engine import checked_engine
 from pipelines.serving.rows import CONCURRENCY_ENV
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,8 @@ def serve_environment(cfg: DictConfig) -> dict[str, str]:
     # on it; the agent server each row) and TCP_NODELAY with several workers (`pipelines.serving.event_loop`).
     threads = checked_threads(cfg.request_threads)  # refused here, before the server starts
     env |= {LOOP_ENV: f"{loop_factory.__module__}:{loop_factory.__name__}", THREADS_ENV: str(threads)}
+    if engine := checked_engine(cfg.lm_engine):  # refused here, before the server starts
+        env[LM_ENGINE_ENV] = engine
     limits = ServingLimits(
         max_rows=int(cfg.max_rows) if cfg.max_rows else None,
         cache_dir=str(cfg.paths.dspy_cache_dir),

@@ -51,6 +51,7 @@ def note(row: Row) -> str:
     if row.name.startswith("serving_"):
         return (
             f"p50 {d['p50_s']:.3f} s, p99 {d['p99_s']:.3f} s, {d['errors']} errors, latency {d['latency_s']} s; "
+            f"LM engine {d['lm_engine']}; "
             f"server CPU {d['server_cpu_ms_per_request']:.1f} ms/request: {d['workers']} worker(s)' bound "
             f"{d['cpu_bound_req_s']:.0f} req/s; all processes {d['machine_cpu_ms_per_request']:.1f} ms/request: "
             f"this machine's bound {d['machine_bound_req_s']:.0f} req/s"
@@ -161,6 +162,7 @@ def speed(cfg: DictConfig) -> list[Row]:
                 duration_s=float(cfg.serving.duration_s),
                 warmup_s=float(cfg.serving.warmup_s),
                 workers=int(cfg.serving.workers),
+                lm_engine=cfg.serving.get("lm_engine"),
                 repeats=repeats,
                 which=which,
             )

@@ -109,7 +109,9 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
             spec["lm"]["lora_path"] = context.artifacts[LORA_ARTIFACT]
         self.spec = spec
         self.contract = Contract.from_dict(spec["contract"])
-        self.lm = instantiate(spec["lm"])
+        from pipelines.serving.lm_engine import served_lm_config
+
+        self.lm = instantiate(served_lm_config(spec["lm"]))  # `serve lm_engine=` may pick the engine
         self.adapter = instantiate(spec["adapter"]) if spec.get("adapter") else None
         self.program = instantiate(spec["program"], _convert_="all")
         self.program.load(context.artifacts["program"])

@@ -5,7 +5,8 @@ MLflow's scoring server answers any exception from `predict` that is not an `Mlf
 stack trace is no message: DSPy's typed LM errors map to the HTTP status a client can act on, with a short
 text scrubbed of every configured key (a provider or proxy may echo the Authorization header).
 
-    LMTimeoutError                         -> 504 (DEADLINE_EXCEEDED): retry later or raise lm.timeout
+    LMTimeoutError (or a transport error
+    from a socket timeout: DSPy's engine)  -> 504 (DEADLINE_EXCEEDED): retry later or raise lm.timeout
     DeadlinePassed (the request's own)     -> 504: rows not started by the server's timeout are never run
     LMRateLimitError, LMServerError,
     LMTransportError                       -> 503 (TEMPORARILY_UNAVAILABLE): retry with backoff
@@ -41,6 +42,17 @@ def _first_line(exc: BaseException) -> str:
     return scrub(text[0] if text else type(exc).__name__)[:MAX_MESSAGE_CHARS]
 
 
+def _caused_by_timeout(exc: BaseException) -> bool:
+    """Whether a socket timeout is behind `exc`: DSPy's own engine (`lm15`) reports its read timeout as a
+    transport error, raised from the socket's TimeoutError."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, TimeoutError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def serving_error(exc: Exception) -> MlflowException:
     """`exc` (raised while answering a request) as the MlflowException the scoring server turns into a status."""
     if isinstance(exc, MlflowException):
@@ -48,7 +60,7 @@ def serving_error(exc: Exception) -> MlflowException:
     detail = f"{type(exc).__name__}: {_first_line(exc)}"
     if isinstance(exc, DeadlinePassed):
         return MlflowException(f"The request ran past the server's timeout ({detail})", error_code=DEADLINE_EXCEEDED)
-    if isinstance(exc, LMTimeoutError):
+    if isinstance(exc, LMTimeoutError) or (isinstance(exc, LMTransportError) and _caused_by_timeout(exc)):
         return MlflowException(f"The model's LM timed out ({detail})", error_code=DEADLINE_EXCEEDED)
     if isinstance(exc, LMRateLimitError | LMServerError | LMTransportError):
         return MlflowException(

@@ -56,8 +56,8 @@ class NoDelayEventLoop(asyncio.SelectorEventLoop):
 
 
 def loop_factory() -> asyncio.AbstractEventLoop:
-    """The loop uvicorn would make (uvloop when installed: it sets TCP_NODELAY itself; else asyncio's, as
-    `NoDelayEventLoop`), with a default executor of `request_threads()` threads."""
+    """The loop uvicorn would make (uvloop, a pinned dependency, which sets TCP_NODELAY itself; asyncio's, as
+    `NoDelayEventLoop`, where uvloop is not installed), with a default executor of `request_threads()` threads."""
     make = auto_loop_factory(use_subprocess=False)
     loop = NoDelayEventLoop() if make is asyncio.SelectorEventLoop else make()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=request_threads(), thread_name_prefix="request"))

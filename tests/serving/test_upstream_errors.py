@@ -10,6 +10,7 @@ from mlflow.pyfunc import scoring_server
 
 from pipelines.data.contract import Contract
 from pipelines.lm.secrets import register_secret
+from pipelines.serving.lm_engine import ENV as LM_ENGINE_ENV
 from tests.fake_provider import FakeProvider
 from tests.fakes import TRAVEL_RULES
 from tests.serving.models import PREDICT, log_served_model
@@ -39,6 +40,7 @@ def served_app(tmp_path, fake: FakeProvider, monkeypatch, timeout: float = 30):
     return TestClient(scoring_server.init(mlflow.pyfunc.load_model(served.uri)))
 
 
+@pytest.mark.parametrize("engine", [None, "lm15"])  # the registered engine (LiteLLM), or `serve lm_engine=lm15`
 @pytest.mark.parametrize(
     ("fault", "status", "says"),
     [
@@ -48,8 +50,10 @@ def served_app(tmp_path, fake: FakeProvider, monkeypatch, timeout: float = 30):
         ({"echo_auth": True}, 500, "failed to answer"),
     ],
 )
-def test_an_lm_failure_is_a_short_5xx_without_trace_or_key(tmp_path, monkeypatch, fault, status, says):
+def test_an_lm_failure_is_a_short_5xx_without_trace_or_key(tmp_path, monkeypatch, fault, status, says, engine):
     register_secret(KEY)
+    if engine:
+        monkeypatch.setenv(LM_ENGINE_ENV, engine)
     with FakeProvider(**fault) as fake:
         client = served_app(tmp_path, fake, monkeypatch, timeout=1)
         response = client.post("/invocations", json=ROWS)
@@ -70,3 +74,13 @@ def test_a_bad_input_is_still_the_callers_400(tmp_path, monkeypatch):
         assert fake.requests == 0
         ok = client.post("/invocations", json=ROWS)
         assert ok.status_code == 200, ok.text
+
+
+def test_serve_lm_engine_answers_on_dspys_own_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv(LM_ENGINE_ENV, "lm15")
+    with FakeProvider() as fake:
+        client = served_app(tmp_path, fake, monkeypatch)
+        response = client.post("/invocations", json=ROWS)
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["label"] == TRAVEL_RULES["suitcase"]
+        assert fake.requests == 1 and fake.auth == [f"Bearer {KEY}"]  # the configured key, from the environment
