@@ -96,6 +96,7 @@ class FakeProvider:
         self.requests = 0
         self.statuses: list[int] = []
         self.auth: list[str] = []
+        self.user_agents: list[str] = []  # which client library sent each request
         self.times: list[float] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -118,12 +119,13 @@ class FakeProvider:
         self._server.shutdown()
         self._server.server_close()
 
-    def _next(self, auth: str) -> tuple[int, int]:
+    def _next(self, auth: str, user_agent: str = "") -> tuple[int, int]:
         """This request's number and the status it gets."""
         with self._lock:
             number = self.requests
             self.requests += 1
             self.auth.append(auth)
+            self.user_agents.append(user_agent)
             self.times.append(time.monotonic())
         if self.fail_all or (number % 10) in self.fail_every:
             status = 500
@@ -156,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         auth = self.headers.get("Authorization", "")
-        number, status = fake._next(auth)
+        number, status = fake._next(auth, self.headers.get("User-Agent", ""))
         messages = body.get("messages", [])
         if fake.hang_all or "HANG" in (_text(messages[-1]["content"]) if messages else ""):
             fake._stop.wait(fake.hang_s)  # bounded: at most hang_s, less if the provider stops

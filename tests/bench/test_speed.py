@@ -78,3 +78,11 @@ def test_the_engine_row_compares_our_engine_with_raw_llama_cpp(make_cfg, tmp_pat
 def test_an_unknown_measurement_is_refused_before_anything_runs(make_cfg, tmp_path):
     with pytest.raises(ValueError, match="no such measurement"):
         run(make_cfg, tmp_path, "only=[engine,warp_speed]")
+
+
+def test_the_serving_rows_run_on_the_engine_serve_is_given(make_cfg, tmp_path):
+    """`serving.lm_engine=lm15` reaches `serve lm_engine=lm15`: a real server process answers through DSPy's engine."""
+    rows, _ = run(make_cfg, tmp_path, "only=[serving]", "serving.clients=[2]", "serving.lm_engine=lm15")
+    serving = rows["serving_2"]
+    assert serving.details["lm_engine"] == "lm15"
+    assert serving.details["errors"] == 0 and serving.details["runs"][0]["requests"] > 0

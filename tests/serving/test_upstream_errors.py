@@ -77,10 +77,14 @@ def test_a_bad_input_is_still_the_callers_400(tmp_path, monkeypatch):
 
 
 def test_serve_lm_engine_answers_on_dspys_own_engine(tmp_path, monkeypatch):
-    monkeypatch.setenv(LM_ENGINE_ENV, "lm15")
-    with FakeProvider() as fake:
-        client = served_app(tmp_path, fake, monkeypatch)
-        response = client.post("/invocations", json=ROWS)
-        assert response.status_code == 200, response.text
-        assert response.json()["predictions"][0]["label"] == TRAVEL_RULES["suitcase"]
-        assert fake.requests == 1 and fake.auth == [f"Bearer {KEY}"]  # the configured key, from the environment
+    for engine in (None, "lm15"):  # the registered engine (LiteLLM, through DSPy), then `serve lm_engine=lm15`
+        if engine:
+            monkeypatch.setenv(LM_ENGINE_ENV, engine)
+        with FakeProvider() as fake:
+            client = served_app(tmp_path / str(engine), fake, monkeypatch)
+            response = client.post("/invocations", json=ROWS)
+            assert response.status_code == 200, response.text
+            assert response.json()["predictions"][0]["label"] == TRAVEL_RULES["suitcase"]
+            assert fake.requests == 1 and fake.auth == [f"Bearer {KEY}"]  # the configured key, from the environment
+            # Which client sent it: lm15's own HTTP client, or LiteLLM's (the OpenAI SDK, DSPy's user agent).
+            assert fake.user_agents[0].startswith("lm15/") == (engine == "lm15"), fake.user_agents
