@@ -81,7 +81,8 @@ def test_an_unknown_measurement_is_refused_before_anything_runs(make_cfg, tmp_pa
 
 
 def test_the_serving_rows_run_on_the_engine_serve_is_given(make_cfg, tmp_path):
-    """`serving.lm_engine=lm15` reaches `serve lm_engine=lm15`: a real server process answers through DSPy's engine."""
+    """`serving.lm_engine=lm15` reaches `serve lm_engine=lm15`, whose server process starts and answers every request.
+    Which client the provider then sees is checked in `tests/serving/test_upstream_errors.py`."""
     rows, _ = run(make_cfg, tmp_path, "only=[serving]", "serving.clients=[2]", "serving.lm_engine=lm15")
     serving = rows["serving_2"]
     assert serving.details["lm_engine"] == "lm15"
