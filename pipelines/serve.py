@@ -5,7 +5,7 @@
     python -m pipelines.serve workers=4 timeout=30        # 4 uvicorn workers; a request past 30 s gets a 504
     python -m pipelines.serve concurrency=16              # rows of one request in flight at once (provider LMs)
     python -m pipelines.serve stream=true                 # MLflow's agent server: /responses, Server-Sent Events
-    python -m pipelines.serve lm_engine=lm15              # a provider LM on DSPy's own HTTP client, not LiteLLM
+    python -m pipelines.serve lm_engine=litellm           # a provider LM through LiteLLM (default auto: DSPy picks)
 
 Without `stream`, this is MLflow's own scoring server (`/invocations`, tables of rows); with `stream=true`,
 MLflow's agent server around the same registered program (`pipelines.serving.agent_server`: the Responses

@@ -174,7 +174,7 @@ def measure_serving_and_cold_start(
         # The machine's bound: clients, fake LM and server share its cores, so it answers at most
         # cores / (all the CPU seconds one request costs, everywhere) requests/s, however many workers serve.
         cores = len(os.sched_getaffinity(0))
-        overrides = [f"workers={workers}"] + ([f"lm_engine={lm_engine}"] if lm_engine else [])
+        overrides = [f"workers={workers}", f"lm_engine={lm_engine or 'null'}"]
         with serving(tracking_uri, model_uri, body(0), overrides) as (url, _, pid):
             closed_loop(url, body, clients=max(clients), duration_s=warmup_s)
             for _ in range(repeats):
@@ -198,7 +198,7 @@ def measure_serving_and_cold_start(
                 "machine_cpu_ms_per_request": (machine_ms := statistics.median(r["machine_cpu_ms"] for r in runs)),
                 "machine_bound_req_s": cores * 1000 / machine_ms,
                 "workers": workers,
-                "lm_engine": lm_engine or bench.fake_lm_config.get("engine", "litellm"),
+                "lm_engine": lm_engine or f"{bench.fake_lm_config.get('engine', 'litellm')} (registered)",
                 "p50_s": statistics.median(r["p50_s"] for r in runs),
                 "p99_s": statistics.median(r["p99_s"] for r in runs),
                 "errors": sum(r["errors"] for r in runs),

@@ -1,16 +1,21 @@
 """Which DSPy engine a served provider LM calls its provider through: `serve lm_engine=`.
 
-    python -m pipelines.serve lm_engine=lm15      # DSPy's own HTTP client instead of LiteLLM, in this server only
+    python -m pipelines.serve                      # auto: DSPy's own choice, as `dspy.LM` makes it by default
+    python -m pipelines.serve lm_engine=litellm    # LiteLLM, as the model was trained and registered
+    python -m pipelines.serve lm_engine=null       # whatever engine the registered model names
 
-A registered model keeps the LM config it was trained with (LiteLLM by default: the route to every provider, and
-what `budget.max_lm_calls` counts requests through). A server spends no budget, and on a small machine its CPU is
-what bounds throughput: a `dspy.Predict` call costs 5.3-6.0 ms of CPU through LiteLLM and 2.1 ms on DSPy's own
-engine (`lm15`), and served on two workers at a 0.1 s fake provider 16 clients got 125 req/s on `lm15` against 92
-on LiteLLM in the same run. Retries are DSPy's on either engine (it calls LiteLLM with `num_retries=0` and honours
-`Retry-After` itself), and its typed LM errors, which `pipelines.serving.errors` maps to 5xx, are the same.
+A registered model keeps the LM config it was trained with: LiteLLM, the route to every provider and what
+`budget.max_lm_calls` counts requests through while training. A server spends no budget, and on a small machine its
+CPU is what bounds throughput, so `serve` lets DSPy pick the engine, as `dspy.LM` does by default (`engine="auto"`):
+its own HTTP client (`lm15`) for what that can send, LiteLLM for the rest. A `dspy.Predict` call costs 5.5-7 ms of
+CPU through LiteLLM against a fake answering at once, and 0.8-1.6 ms on DSPy's engine; served on two workers at a
+0.1 s fake provider, 16 clients got 133-137 req/s on `auto` against 81-96 on LiteLLM (README, "Speed benchmark").
+Retries are DSPy's on every engine (it calls LiteLLM with `num_retries=0` and honours `Retry-After` itself), and
+its typed LM errors, which `pipelines.serving.errors` maps to 5xx, are the same.
 
 `serve` checks the name and passes it in an environment variable; the model reads it as it loads. The embedded
-model has no such choice (its engine is ours), so asking for one there is refused as it loads.
+model's engine is ours: `auto` leaves it as it is (DSPy calls a custom engine directly), and naming `litellm` or
+`lm15` for it is refused as it loads. `mlflow models serve` and every other load keep the registered engine.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import os
 from typing import Any
 
 ENV = "PIPELINES_SERVE_LM_ENGINE"
-ENGINES = ("litellm", "lm15")
+AUTO = "auto"
+ENGINES = (AUTO, "litellm", "lm15")
 PROVIDER_LM = "pipelines.lm.provider_lm"
 
 
@@ -38,8 +44,10 @@ def served_lm_config(lm_config: dict[str, Any], env=os.environ) -> dict[str, Any
     if engine is None:
         return lm_config
     if lm_config.get("_target_") != PROVIDER_LM:
+        if engine == AUTO:
+            return lm_config  # not a provider LM: its engine is the only one it has
         raise ValueError(
             f"serve lm_engine={engine} applies to a provider LM ({PROVIDER_LM}); this model's LM is "
-            f"{lm_config.get('_target_')!r}. Serve it without lm_engine."
+            f"{lm_config.get('_target_')!r}. Serve it with lm_engine=auto or null."
         )
     return lm_config | {"engine": engine}

@@ -1,4 +1,5 @@
-"""`serve lm_engine=`: a served provider LM on the engine asked for; a bad name or an embedded LM is refused."""
+"""`serve lm_engine=`: a served provider LM on the engine asked for (DSPy's own choice by default); a bad name, or
+naming an engine for the embedded LM, is refused; `auto` leaves the embedded LM as it is."""
 
 from __future__ import annotations
 
@@ -12,17 +13,21 @@ PROVIDER = {"_target_": "pipelines.lm.provider_lm", "model": "openai/gpt-4o-mini
 
 def test_serve_passes_the_engine_to_the_server_and_names_the_options_for_a_bad_one(make_cfg):
     assert serve_environment(make_cfg("serve", ["lm_engine=lm15"]))[ENV] == "lm15"
-    assert ENV not in serve_environment(make_cfg("serve", []))  # null: the registered engine
-    with pytest.raises(ValueError, match=r"lm_engine must be one of \['litellm', 'lm15'\]"):
+    assert serve_environment(make_cfg("serve", []))[ENV] == "auto"  # by default DSPy picks, as `dspy.LM` does
+    assert ENV not in serve_environment(make_cfg("serve", ["lm_engine=null"]))  # null: the registered engine
+    with pytest.raises(ValueError, match=r"lm_engine must be one of \['auto', 'litellm', 'lm15'\]"):
         serve_environment(make_cfg("serve", ["lm_engine=httpx"]))
 
 
 def test_the_model_loads_its_lm_on_the_engine_asked_for():
     assert served_lm_config(PROVIDER, {ENV: "lm15"}) == PROVIDER | {"engine": "lm15"}
+    assert served_lm_config(PROVIDER, {ENV: "auto"}) == PROVIDER | {"engine": "auto"}
     assert served_lm_config(PROVIDER, {}) is PROVIDER  # outside `serve`: as registered
 
 
 def test_an_embedded_lm_has_no_engine_to_choose():
     local = {"_target_": "pipelines.lm.local_lm", "model": "qwen2.5-coder-0.5b-instruct"}
-    with pytest.raises(ValueError, match="applies to a provider LM"):
-        served_lm_config(local, {ENV: "lm15"})
+    assert served_lm_config(local, {ENV: "auto"}) is local  # serve's default: the embedded model as it is
+    for engine in ("lm15", "litellm"):
+        with pytest.raises(ValueError, match="applies to a provider LM"):
+            served_lm_config(local, {ENV: engine})

@@ -40,7 +40,8 @@ def served_app(tmp_path, fake: FakeProvider, monkeypatch, timeout: float = 30):
     return TestClient(scoring_server.init(mlflow.pyfunc.load_model(served.uri)))
 
 
-@pytest.mark.parametrize("engine", [None, "lm15"])  # the registered engine (LiteLLM), or `serve lm_engine=lm15`
+# The registered engine (LiteLLM), `serve`'s default (auto: DSPy's choice), or `serve lm_engine=lm15`
+@pytest.mark.parametrize("engine", [None, "auto", "lm15"])
 @pytest.mark.parametrize(
     ("fault", "status", "says"),
     [
@@ -77,7 +78,8 @@ def test_a_bad_input_is_still_the_callers_400(tmp_path, monkeypatch):
 
 
 def test_serve_lm_engine_answers_on_dspys_own_engine(tmp_path, monkeypatch):
-    for engine in (None, "lm15"):  # the registered engine (LiteLLM, through DSPy), then `serve lm_engine=lm15`
+    # The registered engine (LiteLLM, through DSPy), `serve`'s default (auto), then `serve lm_engine=lm15`
+    for engine in (None, "auto", "lm15"):
         if engine:
             monkeypatch.setenv(LM_ENGINE_ENV, engine)
         with FakeProvider() as fake:
@@ -87,4 +89,5 @@ def test_serve_lm_engine_answers_on_dspys_own_engine(tmp_path, monkeypatch):
             assert response.json()["predictions"][0]["label"] == TRAVEL_RULES["suitcase"]
             assert fake.requests == 1 and fake.auth == [f"Bearer {KEY}"]  # the configured key, from the environment
             # Which client sent it: lm15's own HTTP client, or LiteLLM's (the OpenAI SDK, DSPy's user agent).
-            assert fake.user_agents[0].startswith("lm15/") == (engine == "lm15"), fake.user_agents
+            # DSPy's choice for an OpenAI-compatible chat call is its own client.
+            assert fake.user_agents[0].startswith("lm15/") == (engine in ("auto", "lm15")), fake.user_agents
