@@ -54,7 +54,7 @@ def lm_overrides(args, work: Path, tag: str) -> list[str]:
     return [
         "lm=openai_compatible",
         f"lm.api_base=http://127.0.0.1:{args.api_port}/v1",
-        "lm.model=openai/fake",
+        "lm.model=self-hosted/fake",
         f"paths.dspy_cache_dir={work}/cache-{tag}",
         f"paths.output_dir={work}/outputs",
         "eval.display_progress=false",

@@ -6,7 +6,7 @@ LM server with spare capacity does: every request waits `latency` seconds in its
 callers get N times the throughput, and anything below that is ours.
 
     with FakeProvider(latency=0.1) as fake:                 # in process, on a thread
-        cfg overrides: fake.overrides()  (lm=openai_compatible lm.api_base={fake.url} lm.model=openai/fake ...)
+        cfg overrides: fake.overrides()  (lm=openai_compatible lm.api_base={fake.url} lm.model=self-hosted/fake ...)
     fake.requests, fake.statuses, fake.auth, fake.times     # every request it received, failed ones included
 
     python -m tests.fake_provider --port 8011 --latency 0.05   # the same, as a process
@@ -107,7 +107,12 @@ class FakeProvider:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
     def overrides(self, key_env: str = "FAKE_KEY") -> list[str]:
-        return ["lm=openai_compatible", f"lm.api_base={self.url}", "lm.model=openai/fake", f"lm.api_key_env={key_env}"]
+        return [
+            "lm=openai_compatible",
+            f"lm.api_base={self.url}",
+            "lm.model=self-hosted/fake",
+            f"lm.api_key_env={key_env}",
+        ]
 
     def __enter__(self) -> FakeProvider:
         self._server = _Server(("127.0.0.1", self.port), type("Handler", (_Handler,), {"fake": self}))

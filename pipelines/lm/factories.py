@@ -21,6 +21,7 @@ import dspy
 
 from pipelines.lm.llama_engine import FT_MARK, LlamaCppEngine
 from pipelines.lm.secrets import register_secret
+from pipelines.lm.self_hosted import declare_self_hosted
 from pipelines.lm.usage import install_request_hook
 from pipelines.lm.weights import check_gguf, file_digest, resolve_model_path
 
@@ -97,14 +98,19 @@ def provider_lm(
     cache: bool = True,
     engine: str = "litellm",
     require_key: bool = True,
+    self_hosted: bool = False,
     **extra,
 ) -> dspy.LM:
     """A hosted or self-served model through LiteLLM (`openai/...`, `anthropic/...`, vLLM, Ollama).
 
     `timeout` (seconds) bounds each request, hung or slow; `num_retries` retries the transient failures
-    (timeouts, 429, 5xx, connection errors) with backoff. `timeout=None` waits as long as LiteLLM does."""
+    (timeouts, 429, 5xx, connection errors) with backoff. `timeout=None` waits as long as LiteLLM does.
+    `self_hosted` declares the model's prefix as your own OpenAI-compatible server at `api_base`
+    (`pipelines.lm.self_hosted`: priced at nothing, described by no provider's metadata)."""
     if timeout is not None and not timeout > 0:
         raise ValueError(f"lm.timeout must be a positive number of seconds or null, got {timeout!r}")
+    if self_hosted:
+        declare_self_hosted(model, api_base)
     kwargs = dict(extra)
     if timeout is not None:
         kwargs["timeout"] = float(timeout)  # dspy.LM hands it to LiteLLM with every request

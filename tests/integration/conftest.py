@@ -107,7 +107,7 @@ class Project:
             "tracking.experiment=integration",
             "lm=openai_compatible",
             f"lm.api_base={self.api_base}",
-            "lm.model=openai/fake",
+            "lm.model=self-hosted/fake",
             f"paths.dspy_cache_dir={self.work}/dspy_cache",
             f"paths.output_dir={self.work}/outputs",
             f"hydra.sweep.dir={self.work}/multirun",

@@ -34,7 +34,7 @@ def test_keys_never_reach_the_store(make_cfg, monkeypatch, tmp_path, fake_provid
     overrides = [
         "lm=openai_compatible",
         f"lm.api_base={fake_provider.url}",
-        "lm.model=openai/fake-model",
+        "lm.model=self-hosted/fake-model",
         "lm.api_key_env=MY_PROVIDER_KEY",
         "lm.require_key=true",
     ]
@@ -83,7 +83,7 @@ def test_keyless_server_never_receives_the_openai_key(make_cfg, monkeypatch, fak
         [
             "lm=openai_compatible",
             f"lm.api_base={fake_provider.url}",
-            "lm.model=openai/fake-model",
+            "lm.model=self-hosted/fake-model",
             "optimizer=none",
             "task.data.dev_size=4",
         ],

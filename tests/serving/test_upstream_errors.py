@@ -25,11 +25,12 @@ INTENTS = Contract.from_config(
 )
 
 
-def served_app(tmp_path, fake: FakeProvider, monkeypatch, timeout: float = 30):
+def served_app(tmp_path, fake: FakeProvider, monkeypatch, timeout: float = 30, model: str = "openai/fake"):
     monkeypatch.setenv("FAKE_UPSTREAM_KEY", KEY)
     lm = {
         "_target_": "pipelines.lm.provider_lm",
-        "model": "openai/fake",
+        "model": model,
+        "self_hosted": not model.startswith("openai/"),  # declared as your own server (`lm=openai_compatible`)
         "api_base": fake.url,
         "api_key_env": "FAKE_UPSTREAM_KEY",
         "num_retries": 0,
@@ -42,6 +43,7 @@ def served_app(tmp_path, fake: FakeProvider, monkeypatch, timeout: float = 30):
 
 # The registered engine (LiteLLM), `serve`'s default (auto: DSPy's choice), or `serve lm_engine=lm15`
 @pytest.mark.parametrize("engine", [None, "auto", "lm15"])
+@pytest.mark.parametrize("model", ["openai/fake", "self-hosted/fake"])
 @pytest.mark.parametrize(
     ("fault", "status", "says"),
     [
@@ -51,12 +53,12 @@ def served_app(tmp_path, fake: FakeProvider, monkeypatch, timeout: float = 30):
         ({"echo_auth": True}, 500, "failed to answer"),
     ],
 )
-def test_an_lm_failure_is_a_short_5xx_without_trace_or_key(tmp_path, monkeypatch, fault, status, says, engine):
+def test_an_lm_failure_is_a_short_5xx_without_trace_or_key(tmp_path, monkeypatch, fault, status, says, engine, model):
     register_secret(KEY)
     if engine:
         monkeypatch.setenv(LM_ENGINE_ENV, engine)
     with FakeProvider(**fault) as fake:
-        client = served_app(tmp_path, fake, monkeypatch, timeout=1)
+        client = served_app(tmp_path, fake, monkeypatch, timeout=1, model=model)
         response = client.post("/invocations", json=ROWS)
         assert response.status_code == status, response.text
         body = response.json()
@@ -77,13 +79,14 @@ def test_a_bad_input_is_still_the_callers_400(tmp_path, monkeypatch):
         assert ok.status_code == 200, ok.text
 
 
-def test_serve_lm_engine_answers_on_dspys_own_engine(tmp_path, monkeypatch):
+@pytest.mark.parametrize("model", ["openai/fake", "self-hosted/fake"])
+def test_serve_lm_engine_answers_on_dspys_own_engine(tmp_path, monkeypatch, model):
     # The registered engine (LiteLLM, through DSPy), `serve`'s default (auto), then `serve lm_engine=lm15`
     for engine in (None, "auto", "lm15"):
         if engine:
             monkeypatch.setenv(LM_ENGINE_ENV, engine)
         with FakeProvider() as fake:
-            client = served_app(tmp_path / str(engine), fake, monkeypatch)
+            client = served_app(tmp_path / str(engine), fake, monkeypatch, model=model)
             response = client.post("/invocations", json=ROWS)
             assert response.status_code == 200, response.text
             assert response.json()["predictions"][0]["label"] == TRAVEL_RULES["suitcase"]
