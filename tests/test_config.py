@@ -407,7 +407,7 @@ def test_optimizer_settings_reach_the_compiler(make_cfg):
 PROVIDERS = {
     "openai": ("OPENAI_API_KEY", "openai/gpt-4o-mini"),
     "anthropic": ("ANTHROPIC_API_KEY", "anthropic/claude-3-5-haiku-latest"),
-    "openai_compatible": ("OPENAI_COMPATIBLE_API_KEY", "openai/served-model"),
+    "openai_compatible": ("OPENAI_COMPATIBLE_API_KEY", "self-hosted/served-model"),
 }
 SECRET = "sk-test-DO-NOT-LEAK-0123456789"
 

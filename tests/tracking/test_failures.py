@@ -23,7 +23,7 @@ def test_unreachable_lm_fails_the_run_with_its_reason(make_cfg):
         [
             "lm=openai_compatible",
             f"lm.api_base=http://127.0.0.1:{port}/v1",
-            "lm.model=openai/nothing-here",
+            "lm.model=self-hosted/nothing-here",
             "lm.num_retries=1",
             "lm.cache=false",
             "optimizer=none",

@@ -40,6 +40,7 @@ def test_a_priced_provider_models_traces_show_cost(make_cfg, monkeypatch):
         overrides = [
             *fake.overrides(),
             "lm.model=openai/gpt-4o-mini",  # a name in LiteLLM's (offline) price table; the fake answers it
+            "lm.self_hosted=false",  # reached as OpenAI's model, so priced as OpenAI prices it
             "optimizer=none",
             "lm.cache=false",
             f"task.data.dev_size={DEV}",
