@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dspy
 import pytest
+from dspy.utils.callback import BaseCallback
 
 from pipelines.lm.json_adapter import JSONAdapter
+from tests.fakes import fake_lm
 
 INTENT = dspy.Signature("text -> label, confidence: float")
 
@@ -53,3 +55,24 @@ def test_the_choice_follows_the_signature_the_model_and_the_engine():
     for engine in ("lm15", "litellm"):
         lm = dspy.LM("anthropic/claude-3-haiku-20240307", engine=engine, api_key="unused")
         assert chosen(JSONAdapter(), lm) == chosen(dspy.JSONAdapter(), lm)
+
+
+class _AdapterCalls(BaseCallback):
+    def __init__(self):
+        self.format = self.parse = 0
+
+    def on_adapter_format_start(self, call_id, instance, inputs):
+        self.format += 1
+
+    def on_adapter_parse_start(self, call_id, instance, inputs):
+        self.parse += 1
+
+
+@pytest.mark.parametrize(("adapter", "formats", "parses"), [(JSONAdapter(), 1, 1), (dspy.JSONAdapter(), 2, 1)])
+def test_one_call_formats_and_parses_once_for_callbacks_and_traces(adapter, formats, parses):
+    # Every callback event is a span under MLflow's autolog, and a write to the store. DSPy's own JSONAdapter
+    # reports its format twice (its subclassing wraps it twice); ours, which subclasses it, once.
+    calls = _AdapterCalls()
+    with dspy.context(lm=fake_lm(), adapter=adapter, callbacks=[calls]):
+        assert dspy.Predict("text -> label")(text="my suitcase never arrived").label == "lost_luggage"
+    assert (calls.format, calls.parse) == (formats, parses)
