@@ -19,13 +19,20 @@ import dspy
 from pipelines.bench.ratios import Row
 
 
-def each_call(fn, prompts: list[str]) -> list[float]:
-    times = []
+def timed(fn, prompt: str) -> float:
+    start = time.perf_counter()
+    fn(prompt)
+    return time.perf_counter() - start
+
+
+def call_by_call(pair: tuple, prompts: list[str]) -> dict:
+    """Each function's median seconds per call, the two taking turns call by call: whatever the machine does
+    meanwhile (burners reaching speed, another process) falls on both sides alike, not on whichever runs first."""
+    times: dict = {fn: [] for fn in pair}
     for prompt in prompts:
-        start = time.perf_counter()
-        fn(prompt)
-        times.append(time.perf_counter() - start)
-    return times
+        for fn in pair:
+            times[fn].append(timed(fn, prompt))
+    return {fn: statistics.median(t) for fn, t in times.items()}
 
 
 @contextmanager
@@ -65,7 +72,7 @@ def measure_engine(lm: dspy.LM, *, prompt: str, calls: int, repeats: int, burner
     def both(r: int, tag: str) -> dict:
         prompts = [f"{prompt} (request {tag}{r}.{i})" for i in range(calls)]
         pair = (ours, direct) if r % 2 == 0 else (direct, ours)  # alternate who goes first
-        return {fn: statistics.median(each_call(fn, prompts)) for fn in pair}
+        return call_by_call(pair, prompts)
 
     row = Row("engine", "s/call", "raw llama-cpp-python", details={"max_tokens": max_tokens, "calls": calls})
     burnt = Row(f"engine_{burners}_burners", "s/call", "our engine, no burners", details={"raw_ratios": []})

@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from pipelines.bench.engine_speed import call_by_call
 from pipelines.bench.speed import speed
 
 SMOKE = [
@@ -87,3 +88,19 @@ def test_the_serving_rows_run_on_the_engine_serve_is_given(make_cfg, tmp_path):
     serving = rows["serving_2"]
     assert serving.details["lm_engine"] == "lm15"
     assert serving.details["errors"] == 0 and serving.details["runs"][0]["requests"] > 0
+
+
+def test_the_engine_sides_take_turns_call_by_call():
+    # Whatever the machine does meanwhile (burners reaching speed) must fall on both sides, not on whichever
+    # runs its calls first.
+    order: list[str] = []
+
+    def ours(prompt):
+        order.append(f"ours {prompt}")
+
+    def raw(prompt):
+        order.append(f"raw {prompt}")
+
+    medians = call_by_call((ours, raw), ["a", "b", "c"])
+    assert order == ["ours a", "raw a", "ours b", "raw b", "ours c", "raw c"]
+    assert set(medians) == {ours, raw} and all(seconds >= 0 for seconds in medians.values())
