@@ -121,8 +121,10 @@ def measure_framework(bench: Bench, *, num_threads: int, repeats: int) -> Row:
     # An untimed round first, as the engine row has: each side's one-time costs in this process (lazy imports such
     # as scipy.stats for the intervals, first connections) are paid before any repeat is timed. Cold starts have
     # rows of their own.
-    ours(), plain()
-    scored["ours"].clear(), scored["anchor"].clear()
+    ours()
+    plain()
+    for counts in scored.values():
+        counts.clear()
     for r in range(repeats):
         first, second = (ours, plain) if r % 2 == 0 else (plain, ours)
         timed = {fn: fn() for fn in (first, second)}

@@ -18,8 +18,8 @@ Declaring is per process and idempotent. The declaration is rebuilt from the LM 
 from __future__ import annotations
 
 
-def declare_self_hosted(model: str, api_base: str | None) -> str:
-    """Declare `model`'s prefix as an OpenAI-compatible provider at `api_base`; returns the prefix."""
+def declare_self_hosted(model: str, api_base: str | None) -> None:
+    """Declare `model`'s prefix as an OpenAI-compatible provider at `api_base`."""
     provider, _, served_name = model.partition("/")
     if not provider or not served_name:
         raise ValueError(
@@ -43,4 +43,3 @@ def declare_self_hosted(model: str, api_base: str | None) -> str:
             f"Name the server with a prefix of its own, e.g. lm.model=self-hosted/{served_name}, or set "
             f"lm.self_hosted=false to reach it as {model!r} through LiteLLM's provider of that name."
         ) from exc
-    return provider

@@ -35,7 +35,7 @@ def test_every_engine_reaches_the_declared_server_with_its_key(monkeypatch, engi
     assert sent.count == (1 if engine == "litellm" else 0)
 
 
-def test_a_self_hosted_model_is_never_priced_as_a_providers(monkeypatch):
+def test_a_self_hosted_model_is_never_priced_as_a_providers():
     # The same served name: under `openai/` DSPy prices it at OpenAI's rates; on your own box, at nothing.
     with FakeProvider() as fake:
         hosted = provider_lm("openai/gpt-4o-mini", api_base=fake.url, require_key=False, engine="lm15", cache=False)
