@@ -88,3 +88,33 @@ def measure_engine(lm: dspy.LM, *, prompt: str, calls: int, repeats: int, burner
     row.details["same_answers"] = texts["engine"] == texts["raw"]
     raw.close()
     return [row, burnt] if burners else [row]
+
+
+def measure_contexts(
+    lms: dict[int, dspy.LM], *, program: dspy.Module, examples: list, task, adapter, repeats: int
+) -> Row:
+    """An evaluation on the embedded LM with its contexts side by side (`num_threads` = `lm.n_contexts`) vs one
+    context scoring the rows one at a time: the same rows, cache off, untraced, the two taking turns."""
+    from pipelines.evaluation.scoring import evaluate_program
+
+    (one, one_lm), (many, many_lm) = sorted(lms.items())
+    row = Row("contexts", "s", "one llama.cpp context, rows one at a time", details={"n": len(examples)})
+    row.details["n_contexts"] = many
+    scores: dict[int, list] = {}
+
+    def evaluate(k: int, lm: dspy.LM, rows: list) -> float:
+        start = time.perf_counter()
+        out = evaluate_program(
+            program, rows, task.metric, outputs=task.contract.output_names, lm=lm, adapter=adapter, num_threads=k
+        )
+        scores[k] = list(out.table["score"])
+        return time.perf_counter() - start
+
+    for k, lm in lms.items():  # warm-up: every context loaded, the prompt's template prefix evaluated
+        evaluate(k, lm, examples[: 2 * k])
+    for r in range(repeats):
+        pair = ((one, one_lm), (many, many_lm)) if r % 2 == 0 else ((many, many_lm), (one, one_lm))
+        timed_s = {k: evaluate(k, lm, examples) for k, lm in pair}
+        row.add(timed_s[many], timed_s[one])
+    row.details["same_scores"] = scores[one] == scores[many]
+    return row

@@ -8,6 +8,8 @@ Measured side by side in one process (rows of `conf/bench_speed.yaml`; medians o
 the median of the per-repeat ratios):
 - `engine`: a call through our llama.cpp engine and a `dspy.LM` vs `llama_cpp.Llama.create_chat_completion`
   on the same GGUF file, same prompt, max tokens, temperature 0, no cache (seconds per call);
+- `contexts`: an evaluation on the embedded LM with its `lm.n_contexts` contexts side by side vs one context
+  scoring the rows one at a time, the same rows, no cache (seconds);
 - `framework`: the train path's scoring (`score_splits`: evaluate, table, metrics, traces) vs plain
   `dspy.Evaluate` under `mlflow.dspy.autolog()`, the same program and rows, a fresh experiment each;
 - `parallel`: `evaluate_program` with `num_threads=N` vs the ideal, ceil(n / N) x the fake LM's latency;
@@ -16,7 +18,7 @@ the median of the per-repeat ratios):
   requests/s, with p50/p99;
 - `cold_start_*`: a fresh process to its first answer (`load_model(...).predict`, or `serve`) vs the import
   floor (`import dspy, mlflow, pandas`).
-All but `engine` (and `cached` with `cached.lm=local`) run on the fake OpenAI-compatible server at a fixed
+All but `engine`, `contexts` (and `cached` with `cached.lm=local`) run on the fake OpenAI-compatible server at a fixed
 latency, so the LM does not drown what is measured. The table goes to stdout, everything to `speed.json`.
 """
 
@@ -32,14 +34,14 @@ import dspy
 import mlflow
 from omegaconf import DictConfig
 
-from pipelines.bench.engine_speed import measure_engine
+from pipelines.bench.engine_speed import measure_contexts, measure_engine
 from pipelines.bench.eval_speed import Bench, measure_cached, measure_framework, measure_parallel
 from pipelines.bench.ratios import Row
 from pipelines.bench.served import measure_serving_and_cold_start
 from pipelines.cli import hydra_main
 
 log = logging.getLogger(__name__)
-MEASUREMENTS = ("engine", "framework", "parallel", "cached", "serving", "cold_start")
+MEASUREMENTS = ("engine", "contexts", "framework", "parallel", "cached", "serving", "cold_start")
 
 
 def fmt(value: float) -> str:
@@ -128,6 +130,14 @@ def speed(cfg: DictConfig) -> list[Row]:
         lm = embedded(cache=False, max_tokens=int(cfg.engine.max_tokens))
         e = cfg.engine
         rows += measure_engine(lm, prompt=e.prompt, calls=int(e.calls), repeats=repeats, burners=int(e.burners))
+    if "contexts" in which:
+        lms = {1: embedded(cache=False, n_contexts=1)}
+        lms[int(cfg.lm.n_contexts)] = embedded(cache=False)
+        if len(lms) < 2:
+            raise ValueError("the contexts row compares lm.n_contexts with one context: set lm.n_contexts above 1")
+        examples = task.examples("dev")[: int(cfg.contexts.n)]
+        kwargs = {"program": program, "examples": examples, "task": task, "adapter": adapter, "repeats": repeats}
+        rows.append(measure_contexts(lms, **kwargs))
     latency = float(cfg.fake.latency_s)
     with instantiate(cfg.fake.server)(latency=latency) as fake:
         fake_lm_config = to_container(cfg.fake.lm) | {"api_base": fake.url}

@@ -35,11 +35,18 @@ class MissingAPIKeyError(RuntimeError):
 _ENGINES: dict[tuple, LlamaCppEngine] = {}
 
 
-def shared_engine(model_path: str, n_ctx: int, n_threads: int | None, seed: int, model_name: str) -> LlamaCppEngine:
-    key = (model_path, n_ctx, n_threads, seed, model_name)
+def shared_engine(
+    model_path: str, n_ctx: int, n_threads: int | None, seed: int, model_name: str, n_contexts: int = 1
+) -> LlamaCppEngine:
+    key = (model_path, n_ctx, n_threads, seed, model_name, n_contexts)
     if key not in _ENGINES:
         _ENGINES[key] = LlamaCppEngine(
-            model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, seed=seed, model_name=model_name
+            model_path=model_path,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            seed=seed,
+            model_name=model_name,
+            n_contexts=n_contexts,
         )
     return _ENGINES[key]
 
@@ -58,6 +65,7 @@ def local_lm(
     num_retries: int = 1,
     finetune: dict | None = None,
     adapters_dir: str | None = None,
+    n_contexts: int = 1,
 ) -> dspy.LM:
     """The embedded default: a GGUF model in-process (any GGUF file via `model_path`).
 
@@ -68,7 +76,7 @@ def local_lm(
     from pipelines.lm.finetune.provider import LlamaCppLoRAProvider  # imports no torch: that waits for a fine-tune
 
     path = resolve_model_path(model_path, cache_dir=weights_cache_dir, model=model)
-    engine = shared_engine(str(path), n_ctx, n_threads, seed, model)
+    engine = shared_engine(str(path), n_ctx, n_threads, seed, model, n_contexts)
     # "local/" rather than "openai/": DSPy would otherwise pick the OpenAI fine-tuning provider.
     model_id = f"local/{model}"
     if lora_path:

@@ -1,6 +1,6 @@
 """Serving the registered program: rows run concurrently where the LM allows, answers stream token by token.
 
-- `rows`: a request's rows, concurrently for a provider LM, one at a time for the embedded model;
+- `rows`: a request's rows, concurrently: `concurrency` for a provider LM, `lm.n_contexts` for the embedded model;
 - `streaming`: `dspy.streamify` with one listener per output field (the last stage's, for multi-stage programs);
 - `agent_server`: MLflow's agent server (Responses API, Server-Sent Events) in front of the model: `serve stream=true`.
 """

@@ -1,9 +1,9 @@
 """Run the rows of one request: concurrently where the LM can answer several at once, serially where not.
 
 A provider LM (an HTTP server: OpenAI, vLLM, a fake) answers requests in parallel, so the rows go through
-a bounded thread pool, `concurrency` rows in flight. The embedded model cannot: one llama.cpp context
-decodes one sequence, and its engine holds a lock around every call, so threads would only queue on that
-lock (and hold a worker each); it runs the rows one after another. Answers come back in row order.
+a bounded thread pool, `concurrency` rows in flight. The embedded model answers as many at once as it has
+llama.cpp contexts (`lm.n_contexts`), each decoding one sequence; more threads would only queue for a context
+(and hold a worker each). Answers come back in row order.
 
     >>> predictions = run_rows(program, rows, lm=lm, adapter=adapter, concurrency=16)   # doctest: +SKIP
 
@@ -43,9 +43,9 @@ def request_deadline(env=os.environ, clock: Callable[[], float] = time.monotonic
 
 
 def row_concurrency(lm: dspy.LM, default: int = 1) -> int:
-    """Rows of one request in flight at once: 1 for the embedded model, else the configured bound."""
+    """Rows of one request in flight at once: the embedded model's contexts, else the configured bound."""
     if isinstance(lm.engine, LlamaCppEngine):
-        return 1
+        return lm.engine.n_contexts
     return max(1, int(os.environ.get(CONCURRENCY_ENV) or default))
 
 

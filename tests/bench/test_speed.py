@@ -76,6 +76,22 @@ def test_the_engine_row_compares_our_engine_with_raw_llama_cpp(make_cfg, tmp_pat
     assert report["rows"][0]["name"] == "engine"
 
 
+def test_the_contexts_row_compares_contexts_side_by_side_with_one(make_cfg, tmp_path):
+    rows, _ = run(make_cfg, tmp_path, "only=[contexts]", "contexts.n=2", fake=False)
+
+    contexts = rows["contexts"]
+    assert contexts.anchor == "one llama.cpp context, rows one at a time"
+    assert contexts.details["n_contexts"] == 2 and contexts.details["n"] == 2
+    assert contexts.ratio > 0 and math.isfinite(contexts.ratio)
+    # Temperature 0 on the same file: side by side or alone, every row gets the same score.
+    assert contexts.details["same_scores"] is True
+
+
+def test_the_contexts_row_needs_more_than_one_context(make_cfg, tmp_path):
+    with pytest.raises(ValueError, match="set lm.n_contexts above 1"):
+        run(make_cfg, tmp_path, "only=[contexts]", "lm.n_contexts=1", fake=False)
+
+
 def test_an_unknown_measurement_is_refused_before_anything_runs(make_cfg, tmp_path):
     with pytest.raises(ValueError, match="no such measurement"):
         run(make_cfg, tmp_path, "only=[engine,warp_speed]")

@@ -16,7 +16,7 @@ from omegaconf import open_dict
 from pipelines.lm.finetune.chat_data import IGNORE_INDEX, encode_chat_rows
 from pipelines.lm.finetune.lora import LoRASettings
 from pipelines.lm.finetune.provider import LlamaCppLoRAProvider
-from pipelines.lm.llama_engine import LlamaCppEngine, adapter_digest
+from pipelines.lm.llama_engine import ContextPool, LlamaCppEngine, adapter_digest
 from pipelines.optimize import optimize
 from pipelines.optimizers.compile import FinetuningUnavailable, build_optimizer, check_finetuning
 from pipelines.optimizers.stages import StageLog, stage_table
@@ -89,8 +89,8 @@ def test_settings_overrides_are_checked():
 def test_engine_routes_a_fine_tuned_model_id_to_its_adapter(tmp_path):
     engine = LlamaCppEngine(model_path=str(tmp_path / "base.gguf"))
     engine.register_adapter("ab12", "ab12.gguf")
-    engine._llamas[None] = base = FakeLlama(content="base")
-    engine._llamas["ab12.gguf"] = tuned = FakeLlama(content="tuned")
+    engine._llamas[None] = ContextPool([base := FakeLlama(content="base")])
+    engine._llamas["ab12.gguf"] = ContextPool([tuned := FakeLlama(content="tuned")])
     ask = lambda model: engine.complete(  # noqa: E731
         Request(model=model, messages=(Message.user("hi"),), config=Config(max_tokens=8))
     )

@@ -17,7 +17,7 @@ from dspy.lm15 import Config, Message, Request, TextPart
 from pipelines.evaluation.metrics import exact_match
 from pipelines.lm import LlamaCppEngine, ModelWeightsError, embedded_model_path, resolve_model_path
 from pipelines.lm import weights as weights_mod
-from pipelines.lm.llama_engine import _chat_messages, _llama_response_format
+from pipelines.lm.llama_engine import ContextPool, _chat_messages, _llama_response_format
 from pipelines.lm.usage import price_usd
 from pipelines.lm.weights import QWEN_0_5B, EmbeddedModel, check_gguf
 
@@ -291,7 +291,7 @@ class FakeLlama:
 
 def test_engine_complete_builds_llama_kwargs_and_a_response(tmp_path):
     engine = LlamaCppEngine(model_path=str(tmp_path / "never-loaded.gguf"), seed=7, model_name="qwen-test")
-    engine._llamas[None] = fake = FakeLlama()
+    engine._llamas[None] = ContextPool([fake := FakeLlama()])
     req = request(
         [Message.user("classify: my bag")],
         system="sys",
@@ -320,7 +320,7 @@ def test_engine_complete_builds_llama_kwargs_and_a_response(tmp_path):
 
 def test_engine_complete_defaults_and_length_finish(tmp_path):
     engine = LlamaCppEngine(model_path=str(tmp_path / "m.gguf"))
-    engine._llamas[None] = fake = FakeLlama(content=None, finish_reason="length", usage={})
+    engine._llamas[None] = ContextPool([fake := FakeLlama(content=None, finish_reason="length", usage={})])
     response = engine.complete(request([Message.user("x")], seed=42))
     (kwargs,) = fake.calls
     assert kwargs["temperature"] == 0.0  # deterministic unless asked otherwise
@@ -334,7 +334,7 @@ def test_engine_complete_defaults_and_length_finish(tmp_path):
 
 def test_engine_plugs_into_dspy_lm(tmp_path):
     engine = LlamaCppEngine(model_path=str(tmp_path / "m.gguf"))
-    engine._llamas[None] = fake = FakeLlama(content="pong")
+    engine._llamas[None] = ContextPool([fake := FakeLlama(content="pong")])
     lm = dspy.LM("local/test", engine=engine, cache=False, num_retries=0, temperature=0.0, max_tokens=16)
     assert lm("ping") == ["pong"]
     assert fake.calls[0]["messages"][-1] == {"role": "user", "content": "ping"}
@@ -354,6 +354,7 @@ def test_engine_state_round_trip_without_loading(tmp_path):
         "adapters": {"ab12": "a.gguf"},
         "model_name": "m",
         "max_loaded": 2,
+        "n_contexts": 1,
     }
     clone = LlamaCppEngine.load_state(state)
     assert isinstance(clone, LlamaCppEngine)

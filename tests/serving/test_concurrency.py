@@ -32,10 +32,12 @@ def expected(n: int) -> list[str]:
     return [KEYWORDS[i % 4][1] for i in range(n)]
 
 
-def test_the_embedded_model_runs_one_row_at_a_time_whatever_the_setting(monkeypatch):
+def test_the_embedded_model_runs_as_many_rows_as_it_has_contexts_whatever_the_setting(monkeypatch):
     monkeypatch.setenv(CONCURRENCY_ENV, "16")
     embedded = dspy.LM("local/qwen", engine=LlamaCppEngine(model_path="never-loaded.gguf"))
     assert row_concurrency(embedded, default=4) == 1
+    two = dspy.LM("local/qwen", engine=LlamaCppEngine(model_path="never-loaded.gguf", n_contexts=2))
+    assert row_concurrency(two, default=4) == 2
     provider = instantiate(provider_config("http://127.0.0.1:9/v1"))
     assert row_concurrency(provider, default=4) == 16
     monkeypatch.delenv(CONCURRENCY_ENV)
