@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dspy
+from dspy.utils.usage_tracker import UsageTracker
 
 
 def _tokens(entry: dict, *names: str) -> int:
@@ -63,10 +64,35 @@ class Usage:
         return {"lm_calls": calls, "input_tokens": inp, "output_tokens": out, "cost_usd": round(cost, 6)}
 
 
+class SharedUsageTracker(UsageTracker):
+    """One tracker for every thread of a stage. DSPy's `ParallelExecutor` (Evaluate, the optimisers) deep-copies the
+    active tracker into each worker thread and never merges the copies back, so with `num_threads` > 1
+    `dspy.track_usage()` would see none of the calls made in threads. Copies of this one are itself."""
+
+    def __init__(self):
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def add_usage(self, lm: str, usage_entry: dict) -> None:
+        with self._lock:
+            super().add_usage(lm, usage_entry)
+
+
 @contextmanager
 def measure_usage() -> Iterator[Usage]:
-    with dspy.track_usage() as tracker:
-        yield Usage(tracker)
+    """`dspy.track_usage()`, with calls made in worker threads counted too; rolls up into an enclosing tracker."""
+    tracker = SharedUsageTracker()
+    parent = dspy.settings.usage_tracker
+    with dspy.settings.context(usage_tracker=tracker):
+        try:
+            yield Usage(tracker)
+        finally:
+            if parent is not None:
+                for lm, entries in tracker.usage_data.items():
+                    parent.usage_data[lm].extend(entries)
 
 
 class RequestCount:

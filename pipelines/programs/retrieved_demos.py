@@ -60,18 +60,26 @@ class RetrievedDemos(dspy.Module):
         self.restrict_labels = restrict_labels
         self.input_names = contract.input_names
         self.vectorizer = vectorizer if vectorizer is not None else tfidf()
-        self._index: tuple[list, object] | None = None  # (the pool it was built from, its vectors)
+        self._index: tuple | None = None  # (the pool it was built from, its vectors, its size, the vectorizer)
 
     def _text(self, values: Mapping) -> str:
         return " | ".join(str(values.get(name, "")) for name in self.input_names)
 
-    def _vectors(self, pool: list):
+    def _fitted(self, pool: list) -> tuple:
+        """(the pool's vectors, the vectorizer fitted on it), rebuilt when the optimiser (or `load`) replaces the
+        pool or it grows in place. Each build fits its own copy of the vectorizer and the index is set in one
+        assignment: a thread reading the last index never sees a vectorizer another thread is refitting."""
         index = self._index
-        # Rebuilt when the optimiser (or `load`) replaces the pool, or it grows in place.
         if index is None or index[0] is not pool or index[2] != len(pool):
-            matrix = self.vectorizer.fit_transform([self._text(demo) for demo in pool])
-            index = self._index = (pool, matrix, len(pool))  # one assignment: safe under Evaluate's threads
-        return index[1]
+            from sklearn.base import clone
+
+            vectorizer = clone(self.vectorizer)
+            matrix = vectorizer.fit_transform([self._text(demo) for demo in pool])
+            index = self._index = (pool, matrix, len(pool), vectorizer)
+        return index[1], index[3]
+
+    def _vectors(self, pool: list):
+        return self._fitted(pool)[0]
 
     def nearest(self, query, exclude: int | None = None) -> list[int]:
         """Pool positions of the `k` rows most similar to `query` (a vector row, or the inputs), nearest first;
@@ -79,9 +87,9 @@ class RetrievedDemos(dspy.Module):
         pool = self.predict.demos
         if not pool or self.k <= 0:
             return []
-        matrix = self._vectors(pool)
+        matrix, vectorizer = self._fitted(pool)
         if isinstance(query, Mapping):
-            query = self.vectorizer.transform([self._text(query)])
+            query = vectorizer.transform([self._text(query)])
         scores = np.asarray((matrix @ query.T).todense()).ravel()  # TF-IDF rows are L2-normalised: cosine
         if exclude is not None:
             scores[exclude] = -np.inf

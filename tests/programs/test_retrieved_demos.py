@@ -7,6 +7,7 @@ retrieves the right neighbours answers right: our wiring is what is tested, neve
 from __future__ import annotations
 
 import typing
+from concurrent.futures import ThreadPoolExecutor
 
 import dspy
 import mlflow
@@ -49,6 +50,19 @@ def test_retrieves_the_nearest_examples_nearest_last():
     demos = program(k=2).retrieve({"text": "when does my card arrive"})
     assert [d.label for d in demos] == ["card_arrival", "card_arrival"]
     assert demos[-1].text == "when will my new card arrive in the post"  # the most similar, right before the input
+
+
+def test_retrieval_never_refits_the_vectorizer_that_threads_share():
+    # Evaluate's threads call one program: a vectorizer refitted in place by one thread (a new pool) while another
+    # transforms a query with it raised NotFittedError. Each index fits a copy; the shared one stays as configured.
+    built = program(k=2)
+    with ThreadPoolExecutor(4) as threads:
+        answers = list(threads.map(lambda q: [d.label for d in built.retrieve({"text": q})], QUERIES * 4))
+    assert answers == [["card_arrival"] * 2, ["exchange_rate"] * 2, ["pin_blocked"] * 2] * 4
+    assert not hasattr(built.vectorizer, "vocabulary_")  # never fitted: no thread can catch it half-fitted
+    built.predict.demos = pool()[:4]  # a new pool: a new index, fitted on its own copy
+    assert [d.label for d in built.retrieve({"text": "pin blocked"})][-1] in {"card_arrival", "exchange_rate"}
+    assert not hasattr(built.vectorizer, "vocabulary_")
 
 
 def test_no_pool_means_zero_shot():
