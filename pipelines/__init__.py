@@ -6,7 +6,11 @@ home, and llama.cpp's OpenMP threads would spin-wait. Traces are written as each
 background export: on a sqlite store its writer threads contend for the database lock, and each flush
 waits ~2 s for its queue, which short runs feel. `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=true` turns the
 background export on: evaluation scores still reach their traces (`pipelines.evaluation.scoring`), and a
-run ends once its traces are stored.
+run ends once its traces are stored. MLflow's SQLAlchemy store opens a second pooled connection inside a write
+(`start_trace` and a trace's first `log_spans` read the experiment in a nested session): with traces written from
+as many threads as its pool holds (5 + 10 overflow: `eval.num_threads` >= 15), every connection could be held by a
+thread waiting for another, all of them stalled for the pool's 30 s timeout, and the one that timed out lost its
+trace. No overflow limit lets the nested checkout always proceed (sqlite's own lock still serialises the writes).
 Each is a `setdefault`, so a value the user exported still wins.
 """
 
@@ -17,6 +21,7 @@ _OFFLINE_DEFAULTS = {
     "DEEPEVAL_TELEMETRY_OPT_OUT": "YES",
     "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "-1",  # SQLAlchemy: no limit (see above)
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
     # llama.cpp's OpenMP threads spin while waiting by default; on a shared CPU the spinning loses the
