@@ -60,6 +60,8 @@ def note(row: Row) -> str:
         )
     if row.name == "engine":
         return f"max_tokens {d['max_tokens']}, same answers: {d['same_answers']}"
+    if row.name == "contexts":
+        return f"n {d['n']}, {d['n_contexts']} contexts side by side; same scores: {d['same_scores']}"
     if row.name.startswith("engine_") and d.get("raw_ratios"):
         return f"raw llama-cpp-python slowed {statistics.median(d['raw_ratios']):.2f}x by the same burners"
     keys = ("n", "num_threads", "latency_s", "lm", "traced")
