@@ -16,13 +16,13 @@ from .test_lm_layer import FakeLlama
 class MeetingLlama(FakeLlama):
     """Answers only once `parties` calls are inside create_chat_completion at the same time (or times out)."""
 
-    def __init__(self, meeting: threading.Barrier):
+    def __init__(self, meeting: threading.Barrier, timeout: float):
         super().__init__()
-        self.meeting = meeting
+        self.meeting, self.timeout = meeting, timeout
         self.ctx = object()  # what llama_set_n_threads receives
 
     def create_chat_completion(self, **kwargs):
-        self.meeting.wait(timeout=5)
+        self.meeting.wait(timeout=self.timeout)
         return super().create_chat_completion(**kwargs)
 
 
@@ -32,7 +32,8 @@ def ask(engine: LlamaCppEngine, text: str = "hi"):
 
 def test_two_contexts_answer_two_calls_at_once(tmp_path):
     meeting = threading.Barrier(2)
-    llamas = [MeetingLlama(meeting), MeetingLlama(meeting)]
+    # the timeout is reached only if the calls never meet: generous, so a loaded machine cannot fail this
+    llamas = [MeetingLlama(meeting, timeout=60), MeetingLlama(meeting, timeout=60)]
     engine = LlamaCppEngine(model_path=str(tmp_path / "m.gguf"), n_contexts=2)
     engine._llamas[None] = ContextPool(llamas)
     with ThreadPoolExecutor(2) as pool:
@@ -44,11 +45,12 @@ def test_two_contexts_answer_two_calls_at_once(tmp_path):
 def test_one_context_runs_calls_one_at_a_time(tmp_path):
     meeting = threading.Barrier(2)
     engine = LlamaCppEngine(model_path=str(tmp_path / "m.gguf"))
-    engine._llamas[None] = ContextPool([MeetingLlama(meeting)])
+    # the first call waits for a second that can never join it; how long it waits does not change the outcome
+    engine._llamas[None] = ContextPool([MeetingLlama(meeting, timeout=2)])
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(ask, engine, f"q{i}") for i in range(2)]
         # the second call never reaches the context while the first holds it: the first times out alone
-        errors = [f.exception(timeout=15) for f in futures]
+        errors = [f.exception() for f in futures]
     assert all(isinstance(e, threading.BrokenBarrierError) for e in errors)
 
 
@@ -83,7 +85,7 @@ def test_unloading_frees_a_busy_context_when_its_call_ends_and_waiting_calls_rel
         waiter = threading.Thread(target=wait_for_a_context)
         waiter.start()
         pool.close()
-        waiter.join(timeout=5)
+        waiter.join()  # closing wakes it, or it finds the pool already closed
         assert not llama.closed  # still in use
     assert busy.closed  # freed as its call ended
     assert [type(e) for e in waiter_error] == [PoolClosed]

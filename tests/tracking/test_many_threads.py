@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import mlflow
 from mlflow.tracing.constant import SpanAttributeKey
 
@@ -18,13 +16,10 @@ def test_traces_from_more_threads_than_the_pool_holds_are_all_stored(make_cfg, m
     with FakeProvider(latency=0.2) as fake:
         overrides = [*fake.overrides(), "optimizer=none", "lm.cache=false", f"task.data.dev_size={THREADS}"]
         overrides += [f"eval.num_threads={THREADS}", "eval.display_progress=false", "lm.num_retries=0"]
-        start = time.monotonic()
         result = train(make_cfg("train", overrides, fake=False))
-        elapsed = time.monotonic() - start
     traces = mlflow.search_traces(run_id=result.run_id, return_type="list", max_results=100)
     assert len(traces) == THREADS
+    # With the old limit (5 + 10 connections) the threads deadlocked on the nested checkout until the pool's 30 s
+    # timeout, and the traces of the threads that timed out were lost: 12 of 32 were stored.
     for trace in traces:  # each with its LM span: no span write was lost to a pool timeout
         assert any(s.get_attribute(SpanAttributeKey.CHAT_USAGE) for s in trace.data.spans)
-    # With the limited pool every thread waited out its 30 s checkout timeout: the stall is far above any
-    # machine's slowness here (the rows themselves take 0.2 s each, all at once).
-    assert elapsed < 30, f"{THREADS} rows at {THREADS} threads took {elapsed:.1f}s: a connection-pool stall?"
