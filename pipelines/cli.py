@@ -51,7 +51,13 @@ def hydra_main(config_name: str) -> Callable:
 
         def run():
             sys.argv = [sys.argv[0], *split_packed_overrides(sys.argv[1:])]
-            return wrapped()
+            try:
+                return wrapped()
+            except (SystemExit, KeyboardInterrupt) as exc:
+                from pipelines.tracking.runs import exit_if_signalled  # imported by every entry point anyway
+
+                exit_if_signalled(exc)
+                raise
 
         run.__doc__ = fn.__doc__
         return run

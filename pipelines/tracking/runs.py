@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -41,6 +42,7 @@ PID_TAG, HOST_TAG, START_TAG = "process.pid", "process.host", "process.start"
 KILLED_REASON_TAG = "killed_reason"
 ASYNC_TRACES_ENV = "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"  # MLflow's switch for its background trace export
 _READY_STORES: set[str] = set()  # sqlite files this process has seen created (or found complete)
+_SIGNALS_RECEIVED: list[int] = []  # signals that ended a run in this process (read by exit_if_signalled)
 
 
 def ensure_store(uri: str) -> None:
@@ -334,10 +336,12 @@ def _sigterm_as_exit() -> Iterator[None]:
 
     def terminate(signum, frame):
         received.append(signum)
+        _SIGNALS_RECEIVED.append(signum)
         raise SystemExit(f"terminated by signal {signal.Signals(signum).name}")
 
     def interrupt(signum, frame):
         received.append(signum)
+        _SIGNALS_RECEIVED.append(signum)
         raise KeyboardInterrupt
 
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, terminate)}
@@ -347,3 +351,23 @@ def _sigterm_as_exit() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def exit_if_signalled(exc: BaseException) -> None:
+    """After a signal ended the run (already marked FAILED, its traces flushed), exit now if worker threads are
+    still busy, e.g. inside LM calls of a parallel evaluation that the signal abandoned.
+
+    Python joins such threads before it exits (concurrent.futures' exit hook), so one hung call would hold a
+    terminated process until the LM's timeout; a scheduler would then escalate to SIGKILL. Exit status 128 + the
+    signal's number, as the shell reports a process killed by it."""
+    if not _SIGNALS_RECEIVED:
+        return
+    busy = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    if not busy:
+        return  # nothing to wait for: Python's own exit prints the reason and runs its exit hooks
+    print(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, file=sys.stderr)
+    print(f"exiting without waiting for {len(busy)} busy thread(s): {', '.join(t.name for t in busy)}", file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + _SIGNALS_RECEIVED[0])
