@@ -145,6 +145,7 @@ def fake_lm(
     default: str = "book_flight",
     cache: bool = False,
     finetune: str | None = None,
+    model: str = "fake/keyword",
     **_,
 ) -> dspy.LM:
     """`lm._target_: tests.fakes.fake_lm` in a composed config; extra keys of the real LM config are ignored.
@@ -153,4 +154,4 @@ def fake_lm(
     """
     engine = KeywordEngine(rules or TRAVEL_RULES, default)
     provider = FakeFinetuneProvider(fail=finetune == "fail") if finetune in ("ok", "fail") else None
-    return dspy.LM("fake/keyword", engine=engine, cache=cache, num_retries=0, provider=provider)
+    return dspy.LM(model, engine=engine, cache=cache, num_retries=0, provider=provider)

@@ -17,6 +17,8 @@ Declaring is per process and idempotent. The declaration is rebuilt from the LM 
 
 from __future__ import annotations
 
+from pipelines.lm.usage import unpriced_provider
+
 
 def declare_self_hosted(model: str, api_base: str | None) -> None:
     """Declare `model`'s prefix as an OpenAI-compatible provider at `api_base`."""
@@ -37,6 +39,7 @@ def declare_self_hosted(model: str, api_base: str | None) -> None:
         # replace=True: another LM of this process may name the same prefix at another address. An LM binds the
         # declarations standing when it is built, and DSPy sends each LM's own api_base either way.
         register_provider(definition, metadata_namespaces=(), replace=True)
+        unpriced_provider(provider)  # nor our own cost, nor the traces' (MLflow prices spans by the model's name)
     except (LM15Error, TypeError, ValueError) as exc:  # lm15 refuses a spelling a built-in provider has
         raise ValueError(
             f"lm.self_hosted cannot declare {provider!r} (from lm.model={model!r}) as your server: {exc}. "

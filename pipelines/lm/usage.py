@@ -6,7 +6,8 @@
     {'lm_calls': 1, 'input_tokens': 212, 'output_tokens': 9, 'cost_usd': 0.0}
 
 DSPy records usage only for calls that reached a model and answered (cache hits are free and not
-counted). Cost uses LiteLLM's price table for provider models; the embedded model (`local/...`) costs 0.
+counted). Cost uses LiteLLM's price table for provider models; a model with no per-token price costs 0: the
+embedded one (`local/...`) and one on your own server (`lm.self_hosted`, whose prefix `unpriced_provider` adds).
 
 Requests are counted separately, as each one is SENT (`count_requests`): DSPy retries a failed provider
 call itself (`num_retries`), each attempt one LiteLLM request, and a failed attempt records no usage. So
@@ -34,8 +35,23 @@ def _tokens(entry: dict, *names: str) -> int:
     return int(next((entry[n] for n in names if entry.get(n) is not None), 0) or 0)
 
 
+# Model prefixes with no per-token price: the embedded engine's, and each self-hosted server's as it is declared.
+# By the prefix, because a server of your own may answer under a provider's model name (`self-hosted/gpt-4o-mini`),
+# which LiteLLM's table would price at that provider's rates.
+_UNPRICED_PROVIDERS = {"local"}
+
+
+def unpriced_provider(provider: str) -> None:
+    """Declare that `provider/...` models cost nothing per token (`pipelines.lm.self_hosted`)."""
+    _UNPRICED_PROVIDERS.add(provider)
+
+
+def is_unpriced(model: str) -> bool:
+    return model.partition("/")[0] in _UNPRICED_PROVIDERS
+
+
 def price_usd(model: str, input_tokens: int, output_tokens: int) -> float:
-    if model.startswith("local/"):
+    if is_unpriced(model):
         return 0.0
     import litellm
 

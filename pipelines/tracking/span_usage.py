@@ -5,8 +5,14 @@ per-prediction usage, which DSPy leaves out whenever a usage tracker is already 
 stage measures its calls and tokens). The traces then say "Token Usage 0". This callback reads what each LM
 call used from the LM's own history entry (DSPy appends one per call, with its usage, before the callbacks
 end) and writes it on the LM span, with the model name: MLflow's store prices the span from those two
-(LiteLLM's price table; an embedded `local/` model has no price) and sums usage and cost into the trace's
-totals. Only LM spans (leaves) carry usage, so nothing is counted twice. It changes no DSPy setting.
+(LiteLLM's price table) and sums usage and cost into the trace's totals. Only LM spans (leaves) carry usage, so
+nothing is counted twice. It changes no DSPy setting.
+
+A model with no per-token price (the embedded `local/` one, a self-hosted server's: `pipelines.lm.usage.is_unpriced`)
+gets its cost, 0, set on the span, which MLflow then leaves as it is. Priced by name, your own server answering as
+`gpt-4o-mini` would cost OpenAI's rates in the traces; and each lookup of a name LiteLLM does not know imports
+LiteLLM (2.6 s), fails, and can print LiteLLM's red "Provider List" line (MLflow silences it around the lookup
+by switching a global on and off again, which rows in threads race).
 
 It must run before MLflow's callback ends the span: `install` puts it first in DSPy's callback list.
 """
@@ -19,7 +25,11 @@ from typing import Any
 import dspy
 import mlflow
 from dspy.utils.callback import BaseCallback
-from mlflow.tracing.constant import SpanAttributeKey, TokenUsageKey
+from mlflow.tracing.constant import CostKey, SpanAttributeKey, TokenUsageKey
+
+from pipelines.lm.usage import is_unpriced
+
+ZERO_COST_KEYS = (CostKey.INPUT_COST, CostKey.OUTPUT_COST, CostKey.TOTAL_COST)
 
 
 def _tokens(usage: dict, *names: str) -> int:
@@ -76,6 +86,8 @@ class LMSpanUsage(BaseCallback):
         span.set_attribute(SpanAttributeKey.MODEL, model.split("/", 1)[-1])
         if "/" in model:
             span.set_attribute(SpanAttributeKey.MODEL_PROVIDER, model.split("/", 1)[0])
+        if is_unpriced(model):
+            span.set_attribute(SpanAttributeKey.LLM_COST, dict.fromkeys(ZERO_COST_KEYS, 0.0))
 
 
 def install() -> None:

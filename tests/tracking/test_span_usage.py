@@ -8,12 +8,13 @@ import json
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from mlflow.tracing.constant import SpanAttributeKey
+from mlflow.tracing.constant import CostKey, SpanAttributeKey
 
 from pipelines.train import train
 from tests.fake_provider import FakeProvider
 
 DEV = 6
+ZERO_COST = {CostKey.INPUT_COST: 0.0, CostKey.OUTPUT_COST: 0.0, CostKey.TOTAL_COST: 0.0}
 
 
 def traces_of(run_id: str):
@@ -54,3 +55,35 @@ def test_a_priced_provider_models_traces_show_cost(make_cfg, monkeypatch):
         sum(json.loads(t.info.trace_metadata["mlflow.trace.cost"])["total_cost"] for t in traces),
         rel=1e-3,
     )
+
+
+def trace_costs(traces) -> list[float]:
+    return [json.loads(t.info.trace_metadata.get("mlflow.trace.cost", "{}")).get("total_cost", 0.0) for t in traces]
+
+
+def test_a_self_hosted_model_is_priced_at_nothing_even_under_a_providers_model_name(make_cfg):
+    """Your own server answering as `gpt-4o-mini` costs nothing per token: neither the traces (which MLflow would
+    price from LiteLLM's table by the model name alone) nor the run's cost say otherwise."""
+    with FakeProvider() as fake:
+        overrides = [
+            *fake.overrides(),
+            "lm.model=self-hosted/gpt-4o-mini",
+            "lm.self_hosted=true",
+            "optimizer=none",
+            "lm.cache=false",
+            f"task.data.dev_size={DEV}",
+        ]
+        result = train(make_cfg("train", overrides, fake=False))
+    traces = traces_of(result.run_id)
+    assert traces and all(t.info.token_usage["input_tokens"] == 50 for t in traces)  # usage is still recorded
+    assert trace_costs(traces) == [0.0] * len(traces)
+    assert MlflowClient().get_run(result.run_id).data.metrics["dev/cost_usd"] == 0.0
+
+
+def test_the_embedded_models_lm_spans_cost_nothing(make_cfg):
+    cfg = make_cfg("train", ["optimizer=none", "lm.cache=false", f"task.data.dev_size={DEV}"])
+    cfg.lm.model = "local/keyword"  # the fake LM under the embedded engine's model prefix
+    traces = traces_of(train(cfg).run_id)
+    lm_spans = [s for t in traces for s in t.data.spans if s.get_attribute(SpanAttributeKey.CHAT_USAGE)]
+    assert lm_spans
+    assert all(s.get_attribute(SpanAttributeKey.LLM_COST) == ZERO_COST for s in lm_spans)
