@@ -14,6 +14,8 @@ in proportion. Every row keeps its source row number (`row_id`), which pairs res
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +74,7 @@ class Splits:
         with warnings.catch_warnings():
             # MLflow registers its local-file source class twice and warns that a path is "ambiguous".
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            warnings.filterwarnings("ignore", message=ROW_ID_HINT)
             return mlflow.data.from_pandas(
                 frame,
                 source=self.source,
@@ -82,7 +84,6 @@ class Splits:
 
     def log_to_mlflow(self) -> dict[str, str]:
         """Log each split as a dataset input; returns {split: digest} (also tagged on the run)."""
-        import warnings
 
         import mlflow
 
@@ -91,9 +92,7 @@ class Splits:
             if self.frames[split].empty:  # an unused role (val_size=0): nothing to log, and MLflow cannot digest it
                 continue
             dataset = self.mlflow_dataset(split)
-            with warnings.catch_warnings():  # `row_id` is an int column: MLflow hints about missing values
-                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-                _log_input(dataset, split)
+            log_split_input(dataset, split)
             digests[split] = dataset.digest
         mlflow.log_dict({s: f[ROW_ID].tolist() for s, f in self.frames.items()}, "data/splits.json")
         mlflow.set_tags({f"data.digest.{s}": d for s, d in digests.items()} | {"data.source": self.source})
@@ -216,8 +215,23 @@ def load_splits(
 _DATASET_KEY_TAKEN = ("dataset_pk", "UNIQUE constraint failed: datasets.")
 
 
-def _log_input(dataset, split: str, attempts: int = 3) -> None:
-    """`mlflow.log_input`, retried when another process logged the same dataset a moment earlier.
+# A split's `row_id` is an int column, never missing: MLflow's hint about integer columns and missing values, printed
+# each time it infers a split's schema (making, logging, or scoring against the dataset), is not for the user.
+ROW_ID_HINT = "Hint: Inferred schema contains integer column"
+
+
+@contextmanager
+def row_id_hint_silenced() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ROW_ID_HINT)
+        yield
+
+
+def log_split_input(dataset, split: str, attempts: int = 3) -> None:
+    """`mlflow.log_input(dataset, context=split)`, retried when another process logged the same dataset a moment
+    earlier.
 
     The tracking store looks a dataset up and inserts it if absent, in two steps: two runs logging the
     same split at once (a sweep beside a single run, on one server) can both miss it, and the second insert
@@ -228,7 +242,8 @@ def _log_input(dataset, split: str, attempts: int = 3) -> None:
 
     for attempt in range(attempts):
         try:
-            mlflow.log_input(dataset, context=split)
+            with row_id_hint_silenced():
+                mlflow.log_input(dataset, context=split)
             return
         except mlflow.exceptions.MlflowException as exc:
             if attempt == attempts - 1 or not any(key in str(exc) for key in _DATASET_KEY_TAKEN):

@@ -40,6 +40,7 @@ import pandas as pd
 from mlflow.entities import AssessmentError, AssessmentSource, Feedback
 from mlflow.genai.scorers import Scorer, scorer
 
+from pipelines.data.splits import log_split_input
 from pipelines.evaluation.metrics import as_score
 from pipelines.evaluation.scoring import EvalOutcome, expected_col, predicted_col
 
@@ -178,7 +179,7 @@ def log_genai_evaluation(
     if data.empty:
         return None
     if dataset is not None:
-        mlflow.log_input(dataset, context=split)
+        log_split_input(dataset, split)
     # MLflow writes a "view the results" note to stdout: our entry points end with their own summary.
     with contextlib.redirect_stdout(io.StringIO()) as note:
         result = mlflow.genai.evaluate(data=data, scorers=[task_scorer(task.metric, lm)], model_id=model_id)
