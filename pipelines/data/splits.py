@@ -14,8 +14,6 @@ in proportion. Every row keeps its source row number (`row_id`), which pairs res
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +41,7 @@ class Splits:
     outputs: list[str]
     labels: dict[str, list[str]]  # label field -> its label set, as found in the data
     frames: dict[str, pd.DataFrame] = field(repr=False)
+    _datasets: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # mlflow_dataset's
 
     def frame(self, split: str) -> pd.DataFrame:
         if split not in self.frames:
@@ -66,6 +65,10 @@ class Splits:
         return self.frame(split)[ROW_ID].astype(int).tolist()
 
     def mlflow_dataset(self, split: str):
+        """The split as an MLflow dataset, made once: its digest hashes the frame, and logging it (as an input, or
+        with a score against a model) reads its schema, inferred once per dataset object."""
+        if split in self._datasets:
+            return self._datasets[split]
         import warnings
 
         import mlflow.data
@@ -74,13 +77,18 @@ class Splits:
         with warnings.catch_warnings():
             # MLflow registers its local-file source class twice and warns that a path is "ambiguous".
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-            warnings.filterwarnings("ignore", message=ROW_ID_HINT)
-            return mlflow.data.from_pandas(
+            # `row_id` is an int column, never missing: MLflow's hint that integer columns cannot hold missing
+            # values is not for the user. The schema is inferred here, under this filter, and kept.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            dataset = mlflow.data.from_pandas(
                 frame,
                 source=self.source,
                 name=f"{self.name}-{split}",
                 targets=self.outputs[0] if len(self.outputs) == 1 else None,
             )
+            dataset.schema  # noqa: B018 (a cached property: inferred now, under the filter)
+        self._datasets[split] = dataset
+        return dataset
 
     def log_to_mlflow(self) -> dict[str, str]:
         """Log each split as a dataset input; returns {split: digest} (also tagged on the run)."""
@@ -215,20 +223,6 @@ def load_splits(
 _DATASET_KEY_TAKEN = ("dataset_pk", "UNIQUE constraint failed: datasets.")
 
 
-# A split's `row_id` is an int column, never missing: MLflow's hint about integer columns and missing values, printed
-# each time it infers a split's schema (making, logging, or scoring against the dataset), is not for the user.
-ROW_ID_HINT = "Hint: Inferred schema contains integer column"
-
-
-@contextmanager
-def row_id_hint_silenced() -> Iterator[None]:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=ROW_ID_HINT)
-        yield
-
-
 def log_split_input(dataset, split: str, attempts: int = 3) -> None:
     """`mlflow.log_input(dataset, context=split)`, retried when another process logged the same dataset a moment
     earlier.
@@ -242,8 +236,7 @@ def log_split_input(dataset, split: str, attempts: int = 3) -> None:
 
     for attempt in range(attempts):
         try:
-            with row_id_hint_silenced():
-                mlflow.log_input(dataset, context=split)
+            mlflow.log_input(dataset, context=split)
             return
         except mlflow.exceptions.MlflowException as exc:
             if attempt == attempts - 1 or not any(key in str(exc) for key in _DATASET_KEY_TAKEN):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import mlflow
 
-from pipelines.data.splits import Splits, row_id_hint_silenced
+from pipelines.data.splits import Splits
 from pipelines.tracking import metric_names as names
 
 
@@ -25,9 +25,8 @@ def score_keys(split: str) -> tuple[str, str, str]:
 def log_model_score(model_id: str, splits: Splits, split: str, score: float, low: float, high: float) -> None:
     """`score/<split>` and its interval, against the model and the split's dataset (in the active run)."""
     dataset = splits.mlflow_dataset(split)
-    with row_id_hint_silenced():  # logging against a dataset infers its schema again
-        for key, value in zip(score_keys(split), (score, low, high), strict=True):
-            mlflow.log_metric(key, value, model_id=model_id, dataset=dataset)
+    for key, value in zip(score_keys(split), (score, low, high), strict=True):
+        mlflow.log_metric(key, value, model_id=model_id, dataset=dataset)
 
 
 def log_model_scores_from_run(model_id: str, splits: Splits, split_names: list[str]) -> None:
