@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,8 @@ def _speed(data: dict) -> str:
         holds = {None: "-", True: "yes", False: "**no**"}[r.get("holds")]
         details = r.get("details") or {}
         notes = ", ".join(f"{k} {_num(details[k])}" for k in _SPEED_NOTES if k in details)
+        if raw := details.get("raw_ratios"):  # engine beside burners: how much the same burners slowed llama-cpp
+            notes = f"raw llama-cpp-python slowed {statistics.median(raw):.2f}x by the same burners"
         rows.append([
             f"`{r['name']}`", f"{_num(value)} {r.get('unit', '')}".strip(),
             f"{_num(r.get('anchor_value'))} ({r.get('anchor')})", f"{r['ratio']:.3f}" if r.get("ratio") else "-",
@@ -131,7 +134,7 @@ def _plain(data: dict) -> str:
     return _table(data["columns"], data["rows"])
 
 
-def render_results(path: Path) -> str:
+def render_results(path: Path, link: str) -> str:
     data = json.loads(path.read_text())
     if "results" in data:
         body = _quality(data)
@@ -150,21 +153,22 @@ def render_results(path: Path) -> str:
         meta.append(data["machine"])
     if data.get("source"):
         meta.append(f"source: {data['source']}")
-    out = [f"#### {title}", "", "; ".join(meta) + f" ([JSON](../results/{path.name})).", ""]
+    out = [f"#### {title}", "", "; ".join(meta) + f" ([JSON]({link})).", ""]
     if data.get("description"):
         out += [data["description"], ""]
     return "\n".join(out + [body, ""])
 
 
-def results_section(glob: str) -> str:
+def results_section(glob: str, page_uri: str) -> str:
     paths = sorted(p for p in RESULTS.glob("*.json") if fnmatch.fnmatch(p.name, glob))
     if not paths:
         log.warning("results: no docs/results/ file matches %r", glob)
         return ""
     # newest first, by the date each file records
-    paths.sort(key=lambda p: str(json.loads(p.read_text()).get("date", "")), reverse=True)
+    paths.sort(key=lambda p: (str(json.loads(p.read_text()).get("date", "")), p.name), reverse=True)
     _shown.update(p.name for p in paths)
-    return "\n".join(render_results(p) for p in paths)
+    up = "../" * page_uri.count("/")  # a link is relative to the page's Markdown file
+    return "\n".join(render_results(p, f"{up}results/{p.name}") for p in paths)
 
 
 # --- configuration reference ------------------------------------------------------------------------------
@@ -312,7 +316,7 @@ def on_pre_build(config, **kwargs) -> None:
 
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
     def replace(m: re.Match) -> str:
-        return config_reference() if m.group(1) == "config-reference" else results_section(m["glob"])
+        return config_reference() if m.group(1) == "config-reference" else results_section(m["glob"], page.file.src_uri)
 
     return MARKER.sub(replace, markdown)
 
