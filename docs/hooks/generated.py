@@ -301,7 +301,8 @@ def config_reference() -> str:
         out.append("")
         for path in sorted(group.glob("*.yaml")):
             out.append(render_config_file(path, group.name))
-    out += ["## `experiment/` presets", "", "`experiment=<name>` (files in `experiments/`): only the values that differ.", ""]
+    out += ["## `experiment/` presets", ""]
+    out += ["`experiment=<name>` (files in `experiments/`): only the values that differ.", ""]
     for path in sorted(EXPERIMENTS.glob("*.yaml")):
         out.append(render_config_file(path, "experiment"))
     return "\n".join(out)
