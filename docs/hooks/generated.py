@@ -7,10 +7,11 @@ Two markers, each an HTML comment on a line of its own in a page's Markdown:
     <!-- results: quality*.json -->      every docs/results/ file matching the glob, as tables, with the
                                          command and date the file records
 
-A results file is the JSON a benchmark writes (`bench.json` of `benchmarks.quality`, `speed.json` of
-`benchmarks.speed`), copied into docs/results/ with a `command` and a `date` added when the benchmark did not
-record them; or a plain table (`columns` + `rows`) for figures measured outside the benchmarks. A results
-file that no page shows is a warning, so `mkdocs build --strict` fails on it.
+A results file is the JSON a benchmark writes (the quality benchmark's `bench.json`, the speed benchmark's
+`speed.json`), copied into docs/results/ with a `command` and a `date` added where the benchmark did not record
+them (optional: `title`, `commit`, `machine`, `source`, `description`); or a plain table (`columns` + `rows`) for
+figures measured outside the benchmarks. A results file that no page shows is a warning, so
+`mkdocs build --strict` fails on it.
 """
 
 from __future__ import annotations
