@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
 CONF = ROOT / "conf"
 EXPERIMENTS = ROOT / "experiments"
+BENCH_CONF = ROOT / "benchmarks" / "conf"
 MARKER = re.compile(r"^<!--\s*(config-reference|results:\s*(?P<glob>\S+))\s*-->\s*$", re.M)
 _shown: set[str] = set()
 
@@ -306,6 +307,9 @@ def config_reference() -> str:
     out += ["`experiment=<name>` (files in `experiments/`): only the values that differ.", ""]
     for path in sorted(EXPERIMENTS.glob("*.yaml")):
         out.append(render_config_file(path, "experiment"))
+    if bench := sorted(BENCH_CONF.glob("*.yaml")):  # the benchmarks' own configs, outside the package
+        out += ["## Benchmarks' configs", "", "`benchmarks/conf/`: see [Benchmarks](benchmarks.md).", ""]
+        out += [render_config_file(path, None) for path in bench]
     return "\n".join(out)
 
 
