@@ -96,11 +96,14 @@ def _quality(data: dict) -> str:
     return _table(head, rows) + "\n\n" + "; ".join(f for f in facts if f) + "."
 
 
-# Details of a speed row worth a reader's eye, in this order, with the benchmark's own key names.
-_SPEED_NOTES = (
-    "n", "num_threads", "n_contexts", "latency_s", "lm", "traced", "max_tokens", "same_answers", "same_scores",
-    "p50_s", "p99_s", "errors", "workers", "lm_engine", "server_cpu_ms_per_request", "machine_cpu_ms_per_request",
-)  # fmt: skip
+# Details of a speed row worth a reader's eye, in this order: the benchmark's key -> how the note writes it.
+_SPEED_NOTES = {
+    "n": "n {}", "num_threads": "num_threads {}", "n_contexts": "{} contexts", "latency_s": "LM latency {} s",
+    "lm": "LM {}", "traced": "traced {}", "max_tokens": "max_tokens {}", "same_answers": "same answers {}",
+    "same_scores": "same scores {}", "p50_s": "p50 {} s", "p99_s": "p99 {} s", "errors": "{} errors",
+    "workers": "{} workers", "lm_engine": "LM engine {}", "server_cpu_ms_per_request": "server CPU {} ms/request",
+    "machine_cpu_ms_per_request": "all processes {} ms/request",
+}  # fmt: skip
 
 
 def _speed(data: dict) -> str:
@@ -114,7 +117,7 @@ def _speed(data: dict) -> str:
         bound = "-" if bound is None else ("≥ " if r.get("higher_is_better") else "≤ ") + f"{bound:g}"
         holds = {None: "-", True: "yes", False: "**no**"}[r.get("holds")]
         details = r.get("details") or {}
-        notes = ", ".join(f"{k} {_num(details[k])}" for k in _SPEED_NOTES if k in details)
+        notes = ", ".join(text.format(_num(details[k])) for k, text in _SPEED_NOTES.items() if k in details)
         if raw := details.get("raw_ratios"):  # engine beside burners: how much the same burners slowed llama-cpp
             notes = f"raw llama-cpp-python slowed {statistics.median(raw):.2f}x by the same burners"
         rows.append([
