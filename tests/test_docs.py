@@ -38,3 +38,35 @@ def test_readme_is_a_door():
     assert len(lines) <= 250, f"README.md has {len(lines)} lines: move the detail to docs/"
     byo = [i for i, line in enumerate(lines, 1) if line.startswith("#") and "Bring your own program" in line]
     assert byo and byo[0] <= 120, f"'Bring your own program' must be a heading within README's first 120 lines: {byo}"
+
+
+def _hook():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hook", PROJECT_ROOT / "docs" / "hooks" / "generated.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _paths(node, prefix=""):
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        yield path
+        if isinstance(value, dict):
+            yield from _paths(value, f"{path}.")
+
+
+def test_config_reference_lists_every_key():
+    """The generated reference reads comments line by line; every key YAML itself sees must be in it."""
+    import yaml
+
+    hook = _hook()
+    files = [*(PROJECT_ROOT / "conf").rglob("*.yaml"), *(PROJECT_ROOT / "experiments").glob("*.yaml")]
+    for path in files:
+        text = path.read_text()
+        _, keys = hook.scan_yaml(text)
+        scanned = {k for k, _, _ in keys}
+        flow = {k for k, v, _ in keys if v.startswith("{")}  # a flow mapping is one row: its keys are its value
+        expected = {p for p in _paths(yaml.safe_load(text) or {}) if not any(p.startswith(f + ".") for f in flow)}
+        assert expected <= scanned, f"{path}: keys missing from the reference: {sorted(expected - scanned)}"
