@@ -59,7 +59,7 @@ def resolve_version(uri: str) -> ModelVersion | None:
 
 
 def load_program(uri: str) -> LoadedProgram:
-    """Load a model logged by `pipelines.registry.model_format` and hand back its DSPy program, LM and adapter."""
+    """Load a model logged by `pipelines.model` and hand back its DSPy program, LM and adapter."""
     try:
         version = resolve_version(uri)
     except MlflowException as exc:

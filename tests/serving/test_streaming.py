@@ -11,7 +11,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from pipelines.serving.streaming import output_listeners
+from pipelines.model.streaming import output_listeners
 from tests.helpers import serving_champion
 from tests.serving.models import DRAFT_VERIFY, KEYWORDS, TWO_BY_TWO, log_served_model, provider_config
 
