@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import hydra
 
@@ -43,14 +44,23 @@ def split_packed_overrides(argv: list[str]) -> list[str]:
     return out
 
 
-def hydra_main(config_name: str) -> Callable:
-    """Decorate `main(cfg)`; the result is a zero-argument callable for `python -m`."""
+def searchpath_override() -> str:
+    """The override that puts the project's `conf/` on Hydra's search path, for a root config kept elsewhere."""
+    return f"hydra.searchpath=[file://{CONF_DIR}]"
+
+
+def hydra_main(config_name: str, config_dir: Path = CONF_DIR) -> Callable:
+    """Decorate `main(cfg)`; the result is a zero-argument callable for `python -m`.
+
+    A root config outside `conf/` (`config_dir`: the benchmarks' own) still composes the project's groups:
+    `conf/` goes on Hydra's search path."""
 
     def decorate(fn: Callable) -> Callable:
-        wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(fn)
+        wrapped = hydra.main(config_path=str(config_dir), config_name=config_name, version_base="1.3")(fn)
+        searchpath = [] if Path(config_dir) == CONF_DIR else [searchpath_override()]
 
         def run():
-            sys.argv = [sys.argv[0], *split_packed_overrides(sys.argv[1:])]
+            sys.argv = [sys.argv[0], *split_packed_overrides(sys.argv[1:]), *searchpath]
             try:
                 return wrapped()
             except (SystemExit, KeyboardInterrupt) as exc:
