@@ -73,3 +73,28 @@ def hydra_main(config_name: str, config_dir: Path = CONF_DIR) -> Callable:
         return run
 
     return decorate
+
+
+def command_line_overrides() -> list[str]:
+    """The Hydra overrides of the running entry point (empty when called as a library)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # HydraConfig not set: not under @hydra.main
+        return []
+
+
+def adopt_recorded_task(cfg, run_id: str | None) -> bool:
+    """Replace `cfg.task` with the task settings `run_id` recorded, unless the command line changed the task:
+    `register` and `evaluate` score a model on the data it was trained on. Returns whether it did."""
+    from omegaconf import OmegaConf, open_dict
+
+    from pipelines.tracking.lineage import recorded_task
+
+    task = recorded_task(run_id, command_line_overrides())
+    if task is None:
+        return False
+    with open_dict(cfg):
+        cfg.task = OmegaConf.create(task)
+    return True
