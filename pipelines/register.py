@@ -23,7 +23,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
-from pipelines.cli import adopt_recorded_task, hydra_main
+from pipelines.cli import adopt_recorded_task, hydra_main, tracked_run
 from pipelines.data.task import Task
 from pipelines.evaluation.scoring import EvalSettings, evaluate_split
 from pipelines.registry.gate import Decision, decide
@@ -40,7 +40,8 @@ from pipelines.registry.versions import (
 )
 from pipelines.session import Session
 from pipelines.tracking import metric_names as names
-from pipelines.tracking.runs import configure_tracking, git_commit, tracked_run
+from pipelines.tracking.git import git_commit
+from pipelines.tracking.store import configure_tracking
 from pipelines.tracking.summary import genai_surfaces
 from pipelines.tracking.summary import report as print_summary  # `report` here is the promotion report
 
@@ -85,7 +86,7 @@ def register(
     model_uri = source.data.tags.get("model_uri") or f"runs:/{source.info.run_id}/model"
     name = str(cfg.registry.name)
     client = MlflowClient()
-    surfaces = genai_surfaces(cfg)
+    surfaces = genai_surfaces(cfg.tracking)
 
     with tracked_run(cfg, "register", run_name=cfg.run_name or f"register-{name}") as run:
         task = Task.from_config(cfg.task)
@@ -273,7 +274,7 @@ def main(cfg: DictConfig) -> None:
     source = find_source_run(cfg, cfg.run_id)
     adopt_recorded_task(cfg, source.info.run_id)  # the source's task and data, unless the command line says
     result = register(cfg, run_id=source.info.run_id, force=cfg.force, report_path=cfg.report_path)
-    print_summary([result.run_id], note=genai_surfaces(cfg))
+    print_summary([result.run_id], note=genai_surfaces(cfg.tracking))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pipelines.evaluate import evaluate
 from pipelines.register import register
 from pipelines.registry.versions import existing_version, get_alias
 from pipelines.tracking.lineage import task_overridden
-from pipelines.tracking.runs import configure_tracking
+from pipelines.tracking.store import configure_tracking
 from pipelines.train import train
 from tests.fakes import KeywordEngine
 
