@@ -7,8 +7,9 @@ DSPy reads a model name's prefix as the provider whose metadata prices each call
 not list makes each lookup scan DSPy's whole metadata table (a served model pays it on every call, holding the GIL:
 `python -m benchmarks.speed only=[serving]`), and a name OpenAI does list would be priced at OpenAI's rates.
 `lm.self_hosted: true` declares the prefix (`self-hosted` above, or any name of your own) with DSPy's public
-`dspy.lm15.register_provider`: an OpenAI chat server at `api_base` whose models no metadata describes (`metadata_namespaces=()`), so nothing prices them and no lookup runs. Every engine reaches
-it: DSPy's own HTTP client, and LiteLLM through its generic OpenAI door at the same address.
+`dspy.lm15.register_provider`: an OpenAI chat server at `api_base` whose models no metadata describes
+(`metadata_namespaces=()`), so nothing prices them and no lookup runs. Every engine reaches it: DSPy's own HTTP
+client, and LiteLLM through its generic OpenAI door at the same address.
 
 Declaring is per process and idempotent. The declaration is rebuilt from the LM config wherever a model loads
 (training, `evaluate`, a serving worker), so nothing but the config travels with a registered model.

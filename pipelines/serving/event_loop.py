@@ -5,8 +5,8 @@ Request threads. MLflow's scoring server answers each request with `await asynci
 on the event loop's default executor: min(32, cores + 4) threads, 6 on a 2-core machine. A request to a
 provider LM spends its time waiting on the network, so 6 threads capped a server at 6 requests in flight
 (`python -m benchmarks.speed only=[serving]` reports throughput against the ideal), and six hung LM calls stalled
-every other request until the LM's own timeout. The embedded model answers `lm.n_contexts` calls at a time (one per llama.cpp
-context); the extra threads just wait.
+every other request until the LM's own timeout. The embedded model answers `lm.n_contexts` calls at a time (one per
+llama.cpp context); the extra threads just wait.
 
 TCP_NODELAY. With `workers` > 1, uvicorn binds the listening socket itself and hands it to each worker; it
 creates it without a protocol number (uvicorn issue #3149), and asyncio turns TCP_NODELAY on for an accepted
