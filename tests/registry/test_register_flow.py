@@ -14,15 +14,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
 import pipelines.optimizers.run as optimizer_run
-import pipelines.register as register_mod
+import pipelines.registry.promotion as promotion
+from pipelines import cli
+from pipelines.cli import adopt_recorded_task
 from pipelines.config import PROJECT_ROOT
 from pipelines.data.task import Task
 from pipelines.evaluate import evaluate
 from pipelines.register import register
 from pipelines.registry.versions import existing_version, get_alias
-from pipelines.tracking import lineage
-from pipelines.tracking.lineage import adopt_recorded_task, task_overridden
-from pipelines.tracking.runs import configure_tracking
+from pipelines.tracking.lineage import task_overridden
+from pipelines.tracking.store import configure_tracking
 from pipelines.train import train
 from tests.fakes import KeywordEngine
 
@@ -192,7 +193,7 @@ def test_a_failure_while_recording_leaves_no_new_version(make_cfg, monkeypatch):
 
     first = train(cfg)
     with monkeypatch.context() as patch:
-        patch.setattr(register_mod, "_record_decision", broken)
+        patch.setattr(promotion, "record_decision", broken)
         with pytest.raises(RuntimeError, match="registry went away"):
             register(cfg, run_id=first.run_id)
     assert versions_of(name) == []  # the version this run created was deleted again
@@ -208,7 +209,7 @@ def test_a_failure_while_recording_leaves_no_new_version(make_cfg, monkeypatch):
     # A challenger whose decision fails to record leaves the registry as it was: one version, same aliases.
     second = train(cfg)
     with monkeypatch.context() as patch:
-        patch.setattr(register_mod, "_record_decision", broken)
+        patch.setattr(promotion, "record_decision", broken)
         with pytest.raises(RuntimeError):
             register(cfg, run_id=second.run_id)
     assert versions_of(name) == [reg1.version]
@@ -218,7 +219,7 @@ def test_a_failure_while_recording_leaves_no_new_version(make_cfg, monkeypatch):
 
     # Re-registering the champion's run touches nothing (so nothing can fail half-way), and keeps its version.
     with monkeypatch.context() as patch:
-        patch.setattr(register_mod, "_record_decision", broken)
+        patch.setattr(promotion, "record_decision", broken)
         again = register(cfg, run_id=first.run_id)
     assert again.version == reg1.version and "already the champion" in again.reason
     assert versions_of(name) == [reg1.version]
@@ -316,10 +317,10 @@ def test_register_adopts_the_source_runs_task_settings(make_cfg, monkeypatch, tm
 
     # A command-line task override wins over the recorded task settings.
     cfg = make_cfg("register")
-    monkeypatch.setattr(lineage, "command_line_overrides", lambda: ["task.data.dev_size=4"])
+    monkeypatch.setattr(cli, "command_line_overrides", lambda: ["task.data.dev_size=4"])
     assert adopt_recorded_task(cfg, challenger.run_id) is False
     assert cfg.task.data.dev_size == 16
-    monkeypatch.setattr(lineage, "command_line_overrides", lambda: ["registry.gate.alpha=0.1"])
+    monkeypatch.setattr(cli, "command_line_overrides", lambda: ["registry.gate.alpha=0.1"])
     assert adopt_recorded_task(cfg, None) is False
 
     # As the register main does it: the task the challenger was trained with, so dev is its 8 rows.
@@ -397,7 +398,7 @@ def test_a_failure_after_the_aliases_moved_restores_them(make_cfg, monkeypatch):
         raise RuntimeError("could not point the version at its results")
 
     # The champion has no results on these 8 dev rows, so it is scored and its table recorded: that fails.
-    monkeypatch.setattr(register_mod, "record_predictions", broken)
+    monkeypatch.setattr(promotion, "record_predictions", broken)
     with pytest.raises(RuntimeError, match="could not point"):
         register(small, run_id=challenger.run_id, force=True)
     assert versions_of(reg1.name) == [reg1.version]
