@@ -231,11 +231,15 @@ def test_every_task_composes_with_its_data(make_cfg, task):
         ids = set(splits.ids(split))
         assert len(ids) == len(frame) and not ids & seen, f"{split} overlaps an earlier split"
         seen |= ids
-        assert list(frame.columns) == [ROW_ID, *contract.input_names, *contract.output_names]
+        # The contract's fields, then the derived extras (GSM8K's demo-only `reasoning`).
+        assert list(frame.columns) == [ROW_ID, *contract.input_names, *contract.output_names, *splits.extras]
+    assert set(splits.extras) == set(cfg.task.data.get("derive") or {}) - set(
+        contract.input_names + contract.output_names
+    )
 
     example = task_obj.examples("train")[0]
     assert set(example.inputs().keys()) == set(contract.input_names)
-    assert set(example.labels().keys()) == set(contract.output_names)
+    assert set(example.labels().keys()) == set(contract.output_names + splits.extras)
     # The metric scores a perfect prediction 1 (feedback metric: the same score, with text).
     perfect = dspy.Prediction(**{f: example[f] for f in contract.output_names})
     assert task_obj.metric(example, perfect) == 1.0

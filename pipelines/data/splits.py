@@ -219,9 +219,9 @@ def load_splits(
         raise DataError(f"{path}: missing column(s) {missing}; the file has {list(raw.columns)}")
 
     df = raw[list(mapping.values())].set_axis(list(mapping), axis=1)
-    for name, rule in derive.items():
-        df[name] = derive_field(raw, name, rule, path)
-        mapping[name] = f"derive.{name} (from {rule['from']!r})"  # what an error message names
+    for derived, rule in derive.items():
+        df[derived] = derive_field(raw, derived, rule, path)
+        mapping[derived] = f"derive.{derived} (from {rule['from']!r})"  # what an error message names
     df = df[[*fields, *extras]]
     df.insert(0, ROW_ID, range(len(df)))  # source row number (0-based, header excluded)
     for col in [*fields, *extras]:

@@ -40,6 +40,7 @@ def test_derived_fields_are_cut_from_a_column_and_extras_travel_with_the_example
         **SIZES,
     )
     assert splits.extras == ["working"]  # neither input nor output: carried for demos only
+    assert splits.name == "packed"
     by_id = {row["row_id"]: row for split in splits.frames.values() for row in split.to_dict("records")}
     assert by_id[3]["total"] == "6" and by_id[3]["working"] == "3 + 3 = 6"
     assert by_id[4]["total"] == "4000" and by_id[4]["working"] == "2,000 + 2,000 = 4,000"  # `remove` is per field
