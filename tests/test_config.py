@@ -388,8 +388,9 @@ def test_gepa_metric_is_the_tasks_feedback_metric(make_cfg):
     # Another task's metric is wrapped the same way (GSM8K: numeric match).
     gsm8k = _build(make_cfg("train", ["optimizer=gepa", "task=gsm8k"], fake=False))[0].optimizer.metric_fn
     assert isinstance(gsm8k, WithFeedback) and gsm8k.metric.func is numeric_match
-    question = dspy.Example(question="2+2?", answer="so #### 4").with_inputs("question")
-    assert gsm8k(question, dspy.Prediction(answer="4"), None, None, None).score == 1.0
+    question = dspy.Example(question="2+2?", answer="so #### 4", reasoning="2 and 2").with_inputs("question")
+    scored = gsm8k(question, dspy.Prediction(answer="4", reasoning="no idea"), None, None, None)
+    assert scored.score == 1.0 and "reasoning" not in scored.feedback  # the demo-only field: not scored, not fed back
     # Other optimisers keep the plain task metric.
     assert _build(make_cfg("train", ["optimizer=miprov2"], fake=False))[0].optimizer.metric.func is exact_match
 
