@@ -16,7 +16,7 @@ LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF '-DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDI
 UV_INSTALL = CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/uv pip install --python $(PY) --link-mode copy \
 	$(foreach dir,$(FIND_LINKS),--find-links $(dir)) $(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode)
 
-.PHONY: setup lock main test serve ui server server-stop server-status score clean clean-runs
+.PHONY: setup lock main test docs serve ui server server-stop server-status score clean clean-runs
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -52,6 +52,9 @@ main: setup  ## train -> evaluate on test -> register, on the embedded LM
 
 test: setup  ## the whole suite, real-LM end-to-end tests included
 	$(PY) -m pytest $(ARGS)
+
+docs: setup  ## the documentation site on http://127.0.0.1:8000, rebuilt as docs/, conf/ or experiments/ change
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8000
 
 serve: setup  ## serve models:/NAME@champion on port 5001
 	$(PY) -m pipelines.serve $(ARGS)

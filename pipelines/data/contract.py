@@ -31,6 +31,9 @@ class ContractError(ValueError):
 
 @dataclass(frozen=True)
 class Field:
+    """One input or output field: its name, type (`str`, `int`, `float`, `bool`, `label`), description and,
+    for a label, its label set."""
+
     name: str
     type: str = "str"
     desc: str | None = None
@@ -70,6 +73,9 @@ def _fields(spec: Mapping[str, Any] | None, role: str) -> list[Field]:
 
 @dataclass(frozen=True)
 class Contract:
+    """A task's input and output fields and its instructions; build it with `from_config` from a task YAML's
+    `inputs`, `outputs` and `instructions`."""
+
     inputs: list[Field]
     outputs: list[Field]
     instructions: str = ""

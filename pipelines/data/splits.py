@@ -50,6 +50,11 @@ class DataError(ValueError):
 
 @dataclass
 class Splits:
+    """A task's data cut into its seeded splits (`train`, `val`, `dev`, `test`), made by `load_splits`.
+
+    `examples(split)` gives `dspy.Example`s with the contract's inputs marked; `ids(split)` the source rows'
+    ids, which pair two models' results on the same examples."""
+
     name: str
     source: str
     inputs: list[str]

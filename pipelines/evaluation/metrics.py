@@ -109,4 +109,6 @@ class WithFeedback:
 
 
 def with_feedback(metric: Callable) -> WithFeedback:
+    """`metric` as GEPA's feedback metric: its score, with each output field's expected and predicted value
+    as the feedback (the default `task.feedback_metric`)."""
     return WithFeedback(metric)

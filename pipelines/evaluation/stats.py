@@ -78,6 +78,9 @@ def macro_f1(expected: np.ndarray, predicted: np.ndarray, n_classes: int, axis: 
 
 @dataclass
 class PairedTest:
+    """The result of comparing two models on the same examples: both means, their difference with its
+    interval, the one-sided p-value and the examples each side won."""
+
     method: str
     challenger: float
     champion: float
