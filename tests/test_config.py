@@ -231,11 +231,15 @@ def test_every_task_composes_with_its_data(make_cfg, task):
         ids = set(splits.ids(split))
         assert len(ids) == len(frame) and not ids & seen, f"{split} overlaps an earlier split"
         seen |= ids
-        assert list(frame.columns) == [ROW_ID, *contract.input_names, *contract.output_names]
+        # The contract's fields, then the derived extras (GSM8K's demo-only `reasoning`).
+        assert list(frame.columns) == [ROW_ID, *contract.input_names, *contract.output_names, *splits.extras]
+    assert set(splits.extras) == set(cfg.task.data.get("derive") or {}) - set(
+        contract.input_names + contract.output_names
+    )
 
     example = task_obj.examples("train")[0]
     assert set(example.inputs().keys()) == set(contract.input_names)
-    assert set(example.labels().keys()) == set(contract.output_names)
+    assert set(example.labels().keys()) == set(contract.output_names + splits.extras)
     # The metric scores a perfect prediction 1 (feedback metric: the same score, with text).
     perfect = dspy.Prediction(**{f: example[f] for f in contract.output_names})
     assert task_obj.metric(example, perfect) == 1.0
@@ -286,9 +290,9 @@ def test_gsm8k_reads_the_shared_dataset_and_scores_numbers(make_cfg):
         pytest.skip(f"GSM8K not present on this machine: {path}")
     task = Task.from_config(cfg.task)
     example = task.examples("dev")[0]
-    assert "####" in example.answer  # the gold answer keeps its worked solution; the metric reads the number
-    number = example.answer.split("####")[-1].strip()
-    assert task.metric(example, dspy.Prediction(answer=number)) == 1.0
+    # The number after "####" is the answer; the worked solution before it is the demo-only reasoning.
+    assert isinstance(example.answer, int) and example.reasoning and "####" not in example.reasoning
+    assert task.metric(example, dspy.Prediction(answer=str(example.answer))) == 1.0
     assert task.metric(example, dspy.Prediction(answer="-123456789")) == 0.0
 
 
@@ -384,8 +388,9 @@ def test_gepa_metric_is_the_tasks_feedback_metric(make_cfg):
     # Another task's metric is wrapped the same way (GSM8K: numeric match).
     gsm8k = _build(make_cfg("train", ["optimizer=gepa", "task=gsm8k"], fake=False))[0].optimizer.metric_fn
     assert isinstance(gsm8k, WithFeedback) and gsm8k.metric.func is numeric_match
-    question = dspy.Example(question="2+2?", answer="so #### 4").with_inputs("question")
-    assert gsm8k(question, dspy.Prediction(answer="4"), None, None, None).score == 1.0
+    question = dspy.Example(question="2+2?", answer="so #### 4", reasoning="2 and 2").with_inputs("question")
+    scored = gsm8k(question, dspy.Prediction(answer="4", reasoning="no idea"), None, None, None)
+    assert scored.score == 1.0 and "reasoning" not in scored.feedback  # the demo-only field: not scored, not fed back
     # Other optimisers keep the plain task metric.
     assert _build(make_cfg("train", ["optimizer=miprov2"], fake=False))[0].optimizer.metric.func is exact_match
 

@@ -10,10 +10,25 @@ valset), `dev` (scored by train/optimize and the promotion gate's paired evidenc
 choosing a program) and `test` (held out; reported, never used to choose). When the task has a label
 field, rows are shuffled with `seed` and interleaved label by label, so any prefix sees every label
 in proportion. Every row keeps its source row number (`row_id`), which pairs results across models.
+
+A field can also be cut out of a column (`derive`), so a dataset that packs two fields into one is one
+task YAML, not code. GSM8K's answer column holds a worked solution and then `#### 72`:
+
+    derive:
+      answer: {from: answer, match: '####(.*)$', remove: ','}                # the number after ####
+      reasoning: {from: answer, match: '^(.*)####', remove: '<<[^>]*>>'}   # the solution, notes removed
+
+`match` is a regex searched in the column's text (`.` spans lines): the value is its first group (the
+whole match when it has none); `remove` is a regex whose matches are deleted; the value is stripped. A
+derived field that is not one of the task's inputs or outputs (GSM8K's `reasoning`) is an extra: every
+example carries it (ChainOfThought's labelled demos show it) but it is neither sent to the program nor
+scored, as long as the task's metric scores its `outputs` only (`fields:` in the task's metric).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +61,7 @@ class Splits:
     outputs: list[str]
     labels: dict[str, list[str]]  # label field -> its label set, as found in the data
     frames: dict[str, pd.DataFrame] = field(repr=False)
+    extras: list[str] = field(default_factory=list)  # derived fields beside the contract's (demo-only, unscored)
     _datasets: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # mlflow_dataset's
 
     def frame(self, split: str) -> pd.DataFrame:
@@ -60,7 +76,7 @@ class Splits:
             raise DataError(f"Unknown split(s) {unknown}; choose from {list(self.frames)}")
 
     def examples(self, split: str) -> list[dspy.Example]:
-        fields = [*self.inputs, *self.outputs]
+        fields = [*self.inputs, *self.outputs, *self.extras]
         return [
             dspy.Example(**{k: row[k] for k in fields}).with_inputs(*self.inputs)
             for row in self.frame(split)[fields].to_dict("records")
@@ -125,6 +141,36 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"Cannot read {path}: {exc}") from exc
 
 
+DERIVE_KEYS = {"from", "match", "remove"}
+
+
+def derive_field(raw: pd.DataFrame, name: str, rule: Mapping, path) -> pd.Series:
+    """Field `name` cut from a column by `rule` ({from, match, remove}: see the module docstring); a row the
+    `match` pattern misses gets None (and is refused as empty by the caller)."""
+    unknown = set(rule) - DERIVE_KEYS
+    if unknown or "from" not in rule:
+        raise DataError(f"data.derive.{name}: needs `from` (a column), may have `match`, `remove`; got {sorted(rule)}")
+    column = rule["from"]
+    if column not in raw.columns:
+        raise DataError(f"{path}: data.derive.{name} reads column {column!r}; the file has {list(raw.columns)}")
+    try:
+        match = re.compile(rule["match"], re.S) if rule.get("match") else None
+        remove = re.compile(rule["remove"], re.S) if rule.get("remove") else None
+    except re.error as exc:
+        raise DataError(f"data.derive.{name}: bad regex: {exc}") from exc
+
+    def cut(value) -> str | None:
+        text = "" if pd.isna(value) else str(value)
+        if match is not None:
+            found = match.search(text)
+            if found is None:
+                return None
+            text = found.group(1 if match.groups else 0) or ""
+        return (remove.sub("", text) if remove is not None else text).strip()
+
+    return raw[column].map(cut)
+
+
 def _check_sizes(sizes: dict[str, int | None]) -> None:
     for split, size in sizes.items():
         if (size is None and split not in ("train", "test")) or (
@@ -143,6 +189,7 @@ def load_splits(
     outputs: list[str],
     label_fields: list[str] | None = None,
     columns: dict[str, str] | None = None,
+    derive: Mapping[str, Mapping] | None = None,
     labels: list[str] | None = None,
     normalize_labels: bool = True,
     train_size: int = 40,
@@ -152,7 +199,8 @@ def load_splits(
     seed: int = 0,
     name: str | None = None,
 ) -> Splits:
-    """Read `path`, map `columns` (field -> file column; unmapped fields read their own name), cut four splits.
+    """Read `path`, map `columns` (field -> file column; unmapped fields read their own name) and `derive`
+    fields (field -> {from: column, match: regex, remove: regex}; see the module docstring), cut four splits.
 
     `labels` keeps only those values of the first label field (e.g. a 10-intent Banking77 subset);
     `test_size=None` takes every remaining row; `train_size=None` does instead, the others cut first.
@@ -161,18 +209,27 @@ def load_splits(
     """
     fields = [*inputs, *outputs]
     label_fields = list(label_fields or [])
-    mapping = {f: (columns or {}).get(f, f) for f in fields}
+    derive = dict(derive or {})
+    both = sorted(set(derive) & set(columns or {}))
+    if both:
+        raise DataError(f"field(s) {both} are both mapped (data.columns) and derived (data.derive): keep one")
+    mapping = {f: (columns or {}).get(f, f) for f in fields if f not in derive}
     unknown = sorted(set(columns or {}) - set(fields))
     if unknown:
         raise DataError(f"data.columns maps {unknown}, which are not task fields; the task's fields are {fields}")
+    extras = [f for f in derive if f not in fields]  # carried by the examples, neither input nor output
     raw = read_table(path)
     missing = [col for col in mapping.values() if col not in raw.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; the file has {list(raw.columns)}")
 
     df = raw[list(mapping.values())].set_axis(list(mapping), axis=1)
+    for derived, rule in derive.items():
+        df[derived] = derive_field(raw, derived, rule, path)
+        mapping[derived] = f"derive.{derived} (from {rule['from']!r})"  # what an error message names
+    df = df[[*fields, *extras]]
     df.insert(0, ROW_ID, range(len(df)))  # source row number (0-based, header excluded)
-    for col in fields:
+    for col in [*fields, *extras]:
         empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if empty.any():
             rows = df.loc[empty, ROW_ID].tolist()[:10]
@@ -221,6 +278,7 @@ def load_splits(
         outputs=list(outputs),
         labels={f: sorted(df[f].unique()) for f in label_fields},
         frames=frames,
+        extras=extras,
     )
 
 

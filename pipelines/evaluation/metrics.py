@@ -101,7 +101,8 @@ class WithFeedback:
             return result
         score = as_score(result)
         parts = []
-        for f in output_fields(gold):
+        scored = (getattr(self.metric, "keywords", None) or {}).get("fields")  # a partial's `fields=`: those only
+        for f in scored or output_fields(gold):
             predicted = getattr(pred, f, None) if pred is not None else None
             parts.append(f"{f}: predicted {predicted!r}, expected {gold[f]!r}")
         return dspy.Prediction(score=score, feedback=f"Score {score:.2f}. " + "; ".join(parts))

@@ -105,8 +105,8 @@ class LlamaCppEngine:
             while len(self._llamas) >= self.max_loaded:
                 _, oldest = self._llamas.popitem(last=False)
                 oldest.close()
-            self._llamas[adapter] = ContextPool(
-                [
+            with plain_cpu_buffers():
+                llamas = [
                     Llama(
                         model_path=self.model_path,
                         lora_path=adapter,
@@ -117,9 +117,8 @@ class LlamaCppEngine:
                         verbose=False,
                     )
                     for _ in range(self.n_contexts)
-                ],
-                threads=self.n_threads,
-            )
+                ]
+            self._llamas[adapter] = ContextPool(llamas, threads=self.n_threads)
             return self._llamas[adapter]
 
     @contextmanager
@@ -228,6 +227,30 @@ class LlamaCppEngine:
 
 class PoolClosed(RuntimeError):
     """The model was unloaded while a call waited for one of its contexts."""
+
+
+@contextmanager
+def plain_cpu_buffers() -> Iterator[None]:
+    """Models loaded inside keep their weights in plain CPU buffers, not llama.cpp's "extra" ones (AMX, repacked).
+
+    On a CPU with AMX (Sapphire Rapids and later) the bundled ggml's AMX matmul segfaults on the first decode of
+    the Q4_K_M models. llama.cpp's `use_extra_bufts` turns those buffers off, but llama-cpp-python 0.3.36 does not
+    expose it, so its default model params are patched while `Llama` objects are built (callers hold the engine's
+    lock; the patch is undone on exit)."""
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_model_default_params
+
+    def params():
+        value = original()
+        value.use_extra_bufts = False
+        return value
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = original
 
 
 class ContextPool:

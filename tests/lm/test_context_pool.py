@@ -107,3 +107,14 @@ def test_a_call_that_finds_its_model_unloaded_loads_it_again(tmp_path):
 def test_n_contexts_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="n_contexts must be at least 1"):
         LlamaCppEngine(model_path=str(tmp_path / "m.gguf"), n_contexts=0)
+
+
+def test_models_load_without_the_extra_cpu_buffers_and_the_default_comes_back():
+    """On AMX CPUs the bundled ggml's AMX matmul segfaults on the first decode: models load in plain buffers."""
+    from pipelines.lm.llama_engine import plain_cpu_buffers
+
+    lib = pytest.importorskip("llama_cpp.llama_cpp")
+    assert lib.llama_model_default_params().use_extra_bufts
+    with plain_cpu_buffers():
+        assert not lib.llama_model_default_params().use_extra_bufts
+    assert lib.llama_model_default_params().use_extra_bufts
