@@ -13,9 +13,10 @@ from omegaconf import OmegaConf
 
 from pipelines.data.task import Task
 from pipelines.lm.json_adapter import JSONAdapter
+from pipelines.model.log import log_program_model
+from pipelines.model.spec import build_spec
 from pipelines.optimizers.compile import build_optimizer, compile_program
 from pipelines.programs import build_program
-from pipelines.registry.model_format import build_spec, log_program_model
 
 
 def test_gsm8k_demos_show_the_gold_reasoning_and_the_served_model_answers_a_number(make_cfg, tmp_path):
