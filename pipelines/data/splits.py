@@ -10,6 +10,8 @@ valset), `dev` (scored by train/optimize and the promotion gate's paired evidenc
 choosing a program) and `test` (held out; reported, never used to choose). When the task has a label
 field, rows are shuffled with `seed` and interleaved label by label, so any prefix sees every label
 in proportion. Every row keeps its source row number (`row_id`), which pairs results across models.
+`test_per_label=N` cuts the test split first as exactly N rows of every label (a balanced held-out test,
+e.g. 10 per intent on Banking77's 77); `train_per_label=N` caps the train split at N rows per label.
 """
 
 from __future__ import annotations
@@ -146,13 +148,16 @@ def load_splits(
     test_size: int | None = 80,
     seed: int = 0,
     name: str | None = None,
+    test_per_label: int | None = None,
+    train_per_label: int | None = None,
 ) -> Splits:
     """Read `path`, map `columns` (field -> file column; unmapped fields read their own name), cut four splits.
 
     `labels` keeps only those values of the first label field (e.g. a 10-intent Banking77 subset);
     `test_size=None` takes every remaining row; `train_size=None` does instead, the others cut first.
     `normalize_labels` lower-cases label fields (Banking77 spells one label two ways). Tasks without a label
-    field are shuffled, not stratified.
+    field are shuffled, not stratified. `test_per_label` (with `test_size` null) holds out exactly that many
+    rows of every label as the test split before the other splits are cut; `train_per_label` caps train.
     """
     fields = [*inputs, *outputs]
     label_fields = list(label_fields or [])
@@ -195,6 +200,10 @@ def load_splits(
     if stratify:
         df = df.assign(_rank=df.groupby(stratify).cumcount()).sort_values("_rank", kind="stable").drop(columns="_rank")
 
+    held_out = None
+    if test_per_label is not None:
+        df, held_out = _hold_out_per_label(df, stratify, test_per_label, test_size, path)
+        test_size = 0
     sizes = {"train": train_size, "val": val_size, "dev": dev_size, "test": test_size}
     _check_sizes(sizes)
     fixed = sum(s for s in sizes.values() if s is not None)
@@ -208,6 +217,13 @@ def load_splits(
         stop = len(df) if sizes[split] is None else start + sizes[split]
         cut[split] = df.iloc[start:stop].reset_index(drop=True)
         start = stop
+    if held_out is not None:
+        cut["test"] = held_out
+    if train_per_label is not None:
+        if stratify is None or train_per_label < 1:
+            raise DataError(f"train_per_label={train_per_label!r} needs a label field and a positive count")
+        train = cut["train"]
+        cut["train"] = train[train.groupby(stratify).cumcount() < train_per_label].reset_index(drop=True)
     frames = {split: cut[split] for split in SPLITS}
     return Splits(
         name=name or Path(path).stem,
@@ -217,6 +233,22 @@ def load_splits(
         labels={f: sorted(df[f].unique()) for f in label_fields},
         frames=frames,
     )
+
+
+def _hold_out_per_label(df: pd.DataFrame, stratify: str | None, per_label: int, test_size, path):
+    """(rest, test): the first `per_label` rows of each label in the (shuffled, interleaved) order, label by label."""
+    if stratify is None:
+        raise DataError(f"{path}: test_per_label needs a label field to stratify on, and this task has none")
+    if test_size is not None:
+        raise DataError(f"test_per_label={per_label} sets the test split's size: set test_size to null")
+    if not isinstance(per_label, int) or per_label < 1:
+        raise DataError(f"test_per_label must be a positive integer, got {per_label!r}")
+    counts = df[stratify].value_counts()
+    short = sorted(counts[counts <= per_label].index)
+    if short:
+        raise DataError(f"{path}: test_per_label={per_label} leaves no rows for the other splits of {short}")
+    taken = df.groupby(stratify).cumcount() < per_label
+    return df[~taken], df[taken].reset_index(drop=True)
 
 
 # A store's unique-key error on the datasets table: PostgreSQL names the key, sqlite the columns.
