@@ -193,6 +193,10 @@ class LlamaCppLoRAProvider(Provider):
             "train_seconds": result.train_seconds,
             "total_seconds": total,
             "peak_rss_mb": result.peak_rss_mb,
+            "tokens": result.tokens,
+            "tokens_per_s": result.tokens_per_s,
+            "resumed_from_step": result.resumed_from,
+            "checkpoint": result.checkpoint,
             "adapter_bytes": adapter.stat().st_size,
         }
         metrics = {
@@ -206,6 +210,9 @@ class LlamaCppLoRAProvider(Provider):
             "finetune_train_s": result.train_seconds,
             "finetune_total_s": total,
             "finetune_peak_rss_mb": result.peak_rss_mb,
+            "finetune_tokens": result.tokens,  # this process's steps (a resumed run counts only its own)
+            "finetune_tokens_per_s": result.tokens_per_s,
+            "finetune_resumed_from_step": result.resumed_from,
         }
         for key, value in metrics.items():
             client.log_metric(run_id, key, float(value))
