@@ -11,7 +11,8 @@ choosing a program) and `test` (held out; reported, never used to choose). When 
 field, rows are shuffled with `seed` and interleaved label by label, so any prefix sees every label
 in proportion. Every row keeps its source row number (`row_id`), which pairs results across models.
 `test_per_label=N` cuts the test split first as exactly N rows of every label (a balanced held-out test,
-e.g. 10 per intent on Banking77's 77); `train_per_label=N` caps the train split at N rows per label.
+e.g. 10 per intent on Banking77's 77; `test_size` then keeps a balanced prefix of it, null: all);
+`train_per_label=N` caps the train split at N rows per label.
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ def load_splits(
     `labels` keeps only those values of the first label field (e.g. a 10-intent Banking77 subset);
     `test_size=None` takes every remaining row; `train_size=None` does instead, the others cut first.
     `normalize_labels` lower-cases label fields (Banking77 spells one label two ways). Tasks without a label
-    field are shuffled, not stratified. `test_per_label` (with `test_size` null) holds out exactly that many
-    rows of every label as the test split before the other splits are cut; `train_per_label` caps train.
+    field are shuffled, not stratified. `test_per_label` holds out exactly that many rows of every label as the
+    test split before the other splits are cut (`test_size`, when set, keeps a prefix); `train_per_label` caps train.
     """
     fields = [*inputs, *outputs]
     label_fields = list(label_fields or [])
@@ -236,19 +237,21 @@ def load_splits(
 
 
 def _hold_out_per_label(df: pd.DataFrame, stratify: str | None, per_label: int, test_size, path):
-    """(rest, test): the first `per_label` rows of each label in the (shuffled, interleaved) order, label by label."""
+    """(rest, test): the first `per_label` rows of each label in the (shuffled) order; with `test_size`, the
+    first that many of those (a balanced prefix: a smaller look at the same held-out rows)."""
     if stratify is None:
         raise DataError(f"{path}: test_per_label needs a label field to stratify on, and this task has none")
-    if test_size is not None:
-        raise DataError(f"test_per_label={per_label} sets the test split's size: set test_size to null")
     if not isinstance(per_label, int) or per_label < 1:
         raise DataError(f"test_per_label must be a positive integer, got {per_label!r}")
     counts = df[stratify].value_counts()
     short = sorted(counts[counts <= per_label].index)
     if short:
         raise DataError(f"{path}: test_per_label={per_label} leaves no rows for the other splits of {short}")
-    taken = df.groupby(stratify).cumcount() < per_label
-    return df[~taken], df[taken].reset_index(drop=True)
+    rank = df.groupby(stratify).cumcount()
+    taken = rank < per_label
+    # In the interleaved order: any prefix of the held-out rows is balanced, and test_size keeps one.
+    test = df[taken].assign(_rank=rank[taken]).sort_values("_rank", kind="stable").drop(columns="_rank")
+    return df[~taken], test.head(test_size).reset_index(drop=True)
 
 
 # A store's unique-key error on the datasets table: PostgreSQL names the key, sqlite the columns.

@@ -403,8 +403,9 @@ def test_test_per_label_holds_out_exactly_n_of_every_label_before_the_other_spli
     # The same seed holds out the same rows whatever the other splits' sizes: a test set that never moves.
     other = load(csv_path, train_size=8, val_size=2, dev_size=2, test_size=None, test_per_label=2)
     assert sorted(other.ids("test")) == sorted(splits.ids("test"))
-    with pytest.raises(DataError, match="set test_size to null"):
-        load(csv_path, test_size=8, test_per_label=2)
+    # test_size keeps a balanced prefix of the same held-out rows (a smaller look, never other rows).
+    prefix = load(csv_path, train_size=None, val_size=4, dev_size=4, test_size=8, test_per_label=2)
+    assert sorted(prefix.frame("test")["label"]) == LABELS and set(prefix.ids("test")) < set(splits.ids("test"))
     with pytest.raises(DataError, match="leaves no rows for the other splits"):
         load(csv_path, train_size=None, test_size=None, test_per_label=5)
 

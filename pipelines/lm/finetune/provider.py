@@ -102,6 +102,7 @@ class LlamaCppLoRAProvider(Provider):
         self.engine = engine
         self.settings = settings if isinstance(settings, LoRASettings) else LoRASettings(**(settings or {}))
         self.adapters_dir = Path(adapters_dir) if adapters_dir else default_adapters_dir()
+        self.trained_tokens = 0  # tokens through the model in every fine-tune this provider ran (a benchmark's cost)
 
     @staticmethod
     def is_provider_model(model: str) -> bool:
@@ -141,6 +142,7 @@ class LlamaCppLoRAProvider(Provider):
         except BaseException:
             job.state = "failed"
             raise
+        self.trained_tokens += result.tokens
         digest = path.stem
         self.engine.register_adapter(digest, str(path))
         new_model = f"{model.split(FT_MARK)[0]}{FT_MARK}{digest}"
