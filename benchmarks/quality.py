@@ -7,8 +7,9 @@
 Every recipe (`benchmarks/conf/bench.yaml: recipes`, each a `program` and an `optimizer` from their config groups)
 is compiled on `train` (and `val`, if its optimiser selects) and scored on `split` (held-out `test` by
 default) with the project's own `evaluate_program`. Reported per recipe: accuracy with a 95% bootstrap
-interval, a paired test (exact McNemar, one-sided) against the BEST anchor on the same rows, compile
-LM calls (cached ones included: what a cold run sends), wall time and peak memory (RSS, whole process).
+interval, a paired test (exact McNemar, one-sided) against the BEST anchor on the same rows and against the
+same program unoptimised (the recipe named by its `unoptimised`), compile LM calls (cached ones included: what
+a cold run sends), fine-tune tokens, wall time and peak memory (RSS, whole process).
 The table goes to stdout and `bench.md`, everything else (per-row predictions too) to `bench.json`
 under `out_dir`, and both to an MLflow run.
 """
@@ -51,6 +52,8 @@ class RecipeResult:
     eval_s: float
     peak_rss_mb: float
     vs_best_anchor: dict[str, Any] = field(default_factory=dict)  # a PairedTest as a dict; empty for that anchor
+    vs_unoptimised: dict[str, Any] = field(default_factory=dict)  # the same, against the recipe's `unoptimised`
+    finetune_tokens: int = 0  # tokens the LM's fine-tuning provider trained on while compiling
     predictions: dict[str, Any] = field(default_factory=dict, repr=False)  # row_id -> predicted output(s)
     scores: list[float] = field(default_factory=list, repr=False)  # per row, in row order (paired tests)
 
@@ -74,6 +77,8 @@ def run_recipe(
     """Compile one recipe on `train`/`val` and score it on `split` (its first `limit` rows; None: all)."""
     program, _ = build_program(recipe.program, task.contract)
     spec = build_optimizer(recipe.optimizer, lm, prompt_lm)
+    provider = getattr(lm, "provider", None)
+    tokens_before = getattr(provider, "trained_tokens", 0)
     with peak_rss() as peak:
         start = time.perf_counter()
         with counted_calls() as compile_calls:
@@ -112,6 +117,7 @@ def run_recipe(
         compile_s=compile_s,
         eval_s=outcome.wall_s,
         peak_rss_mb=peak["mb"],
+        finetune_tokens=getattr(provider, "trained_tokens", 0) - tokens_before,
         predictions=predictions,
         scores=table["score"].fillna(0.0).tolist(),  # a failed row is no right answer in a paired test
     )
@@ -130,10 +136,24 @@ def compare_to_best_anchor(results: list[RecipeResult]) -> str | None:
     return best.name
 
 
+def compare_to_unoptimised(results: list[RecipeResult], recipes: dict[str, Any]) -> None:
+    """Fill each result's paired test against its recipe's `unoptimised` recipe, where that one ran."""
+    by_name = {r.name: r for r in results}
+    for r in results:
+        base = by_name.get((recipes.get(r.name) or {}).get("unoptimised") or "")
+        if base is not None and base is not r:
+            r.vs_unoptimised = asdict(paired_test(r.scores, base.scores)) | {"unoptimised": base.name}
+
+
+def _vs(test: dict) -> str:
+    return f"{test['diff']:+.3f}, p={test['p_value']:.2g} ({test['wins']}/{test['losses']})" if test else "-"
+
+
 def render_table(results: list[RecipeResult], best_anchor: str | None, split: str) -> str:
     head = (
         f"| recipe | {split} accuracy | 95% CI | vs {best_anchor or 'best anchor'} (diff, one-sided p) "
-        "| compile LM calls | eval LM calls | wall s | peak RSS MB |\n|---|---|---|---|---|---|---|---|\n"
+        "| vs unoptimised | compile LM calls | fine-tune tokens | eval LM calls | wall s | peak RSS MB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for r in results:
@@ -145,8 +165,8 @@ def render_table(results: list[RecipeResult], best_anchor: str | None, split: st
         )
         name = f"{r.name} (anchor)" if r.anchor else r.name
         rows.append(
-            f"| {name} | {r.accuracy:.3f} | [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}] | {vs} | {r.compile_lm_calls} "
-            f"| {r.eval_lm_calls} | {r.wall_s:.0f} | {r.peak_rss_mb:.0f} |"
+            f"| {name} | {r.accuracy:.3f} | [{r.ci95[0]:.3f}, {r.ci95[1]:.3f}] | {vs} | {_vs(r.vs_unoptimised)} "
+            f"| {r.compile_lm_calls} | {r.finetune_tokens} | {r.eval_lm_calls} | {r.wall_s:.0f} | {r.peak_rss_mb:.0f} |"
         )
     return head + "\n".join(rows) + "\n"
 
@@ -161,6 +181,7 @@ def bench_quality(
     settings: EvalSettings | None = None,
     split: str = "test",
     limit: int | None = None,
+    prompt_lms: dict[str, dspy.LM] | None = None,
 ) -> tuple[list[RecipeResult], str | None]:
     """Run `recipes` (name -> config with `program` and `optimizer`), anchors first, and compare them."""
     task.splits.require("train", split)
@@ -173,7 +194,7 @@ def bench_quality(
             recipes[name],
             task,
             lm=lm,
-            prompt_lm=prompt_lm,
+            prompt_lm=(prompt_lms or {}).get(name, prompt_lm),
             settings=settings,
             split=split,
             limit=limit,
@@ -181,7 +202,9 @@ def bench_quality(
         )
         log.info("bench: %s %.3f [%.3f, %.3f] in %.0f s", name, result.accuracy, *result.ci95, result.wall_s)
         results.append(result)
-    return results, compare_to_best_anchor(results)
+    best = compare_to_best_anchor(results)
+    compare_to_unoptimised(results, recipes)
+    return results, best
 
 
 def scored_rows(task: Task, split: str, limit: int | None = None) -> list[dict]:
@@ -215,8 +238,10 @@ def log_to_mlflow(results: list[RecipeResult], out_dir: Path) -> None:
                 f"{r.name}.compile_lm_calls": r.compile_lm_calls,
                 f"{r.name}.wall_s": r.wall_s,
                 f"{r.name}.peak_rss_mb": r.peak_rss_mb,
+                f"{r.name}.finetune_tokens": r.finetune_tokens,
             }
             | ({f"{r.name}.p_vs_best_anchor": r.vs_best_anchor["p_value"]} if r.vs_best_anchor else {})
+            | ({f"{r.name}.p_vs_unoptimised": r.vs_unoptimised["p_value"]} if r.vs_unoptimised else {})
         )
     mlflow.log_artifacts(str(out_dir), artifact_path="bench")
 
@@ -238,6 +263,13 @@ def quality(cfg: DictConfig) -> list[RecipeResult]:
     if unknown:
         raise ValueError(f"only={unknown}: no such recipe; bench.yaml has {sorted(cfg.recipes)}")
     recipes = {n: cfg.recipes[n] for n in names}
+    prompt_lms, built = {}, {}  # a recipe's own prompt LM, built once per distinct config
+    for n, r in recipes.items():
+        if r.get("prompt_lm"):
+            key = json.dumps(to_container(r.prompt_lm), sort_keys=True, default=str)
+            if key not in built:
+                built[key] = instantiate(r.prompt_lm)
+            prompt_lms[n] = built[key]
     out_dir = Path(cfg.out_dir)
     with tracked_run(cfg, "bench", run_name=f"bench-quality-{cfg.task.name}"):
         task = Task.from_config(cfg.task)
@@ -250,6 +282,7 @@ def quality(cfg: DictConfig) -> list[RecipeResult]:
             settings=EvalSettings.from_config(cfg.eval),
             split=cfg.split,
             limit=cfg.get("limit"),
+            prompt_lms=prompt_lms,
         )
         meta = {
             "task": cfg.task.name,

@@ -75,6 +75,7 @@ def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "opti
             budget=budget,
             baseline=bool(cfg.baseline),
             logging_scope=session.compile_logging(),
+            log_evals=bool(session.autolog.get("log_evals")),
         )
         log_program(result.program)
         model_spec = build_spec(

@@ -42,8 +42,9 @@ class Session:
 
     @contextmanager
     def compile_logging(self):
-        """Autolog's compile/eval logging as configured, for the duration of a compile."""
-        mlflow.dspy.autolog(**self.autolog)
+        """Autolog's compile logging as configured, for the duration of a compile. Its per-evaluation child runs
+        stay off: `pipelines.optimizers.progress` makes them, parented explicitly and named (`log_evals`)."""
+        mlflow.dspy.autolog(**(self.autolog | {"log_evals": False}))
         try:
             yield
         finally:

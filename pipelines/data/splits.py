@@ -23,6 +23,10 @@ whole match when it has none); `remove` is a regex whose matches are deleted; th
 derived field that is not one of the task's inputs or outputs (GSM8K's `reasoning`) is an extra: every
 example carries it (ChainOfThought's labelled demos show it) but it is neither sent to the program nor
 scored, as long as the task's metric scores its `outputs` only (`fields:` in the task's metric).
+
+`test_per_label=N` cuts the test split first as exactly N rows of every label (a balanced held-out test,
+e.g. 10 per intent on Banking77's 77; `test_size` then keeps a balanced prefix of it, null: all);
+`train_per_label=N` caps the train split at N rows per label.
 """
 
 from __future__ import annotations
@@ -198,6 +202,8 @@ def load_splits(
     test_size: int | None = 80,
     seed: int = 0,
     name: str | None = None,
+    test_per_label: int | None = None,
+    train_per_label: int | None = None,
 ) -> Splits:
     """Read `path`, map `columns` (field -> file column; unmapped fields read their own name) and `derive`
     fields (field -> {from: column, match: regex, remove: regex}; see the module docstring), cut four splits.
@@ -205,7 +211,8 @@ def load_splits(
     `labels` keeps only those values of the first label field (e.g. a 10-intent Banking77 subset);
     `test_size=None` takes every remaining row; `train_size=None` does instead, the others cut first.
     `normalize_labels` lower-cases label fields (Banking77 spells one label two ways). Tasks without a label
-    field are shuffled, not stratified.
+    field are shuffled, not stratified. `test_per_label` holds out exactly that many rows of every label as the
+    test split before the other splits are cut (`test_size`, when set, keeps a prefix); `train_per_label` caps train.
     """
     fields = [*inputs, *outputs]
     label_fields = list(label_fields or [])
@@ -257,6 +264,10 @@ def load_splits(
     if stratify:
         df = df.assign(_rank=df.groupby(stratify).cumcount()).sort_values("_rank", kind="stable").drop(columns="_rank")
 
+    held_out = None
+    if test_per_label is not None:
+        df, held_out = _hold_out_per_label(df, stratify, test_per_label, test_size, path)
+        test_size = 0
     sizes = {"train": train_size, "val": val_size, "dev": dev_size, "test": test_size}
     _check_sizes(sizes)
     fixed = sum(s for s in sizes.values() if s is not None)
@@ -270,6 +281,13 @@ def load_splits(
         stop = len(df) if sizes[split] is None else start + sizes[split]
         cut[split] = df.iloc[start:stop].reset_index(drop=True)
         start = stop
+    if held_out is not None:
+        cut["test"] = held_out
+    if train_per_label is not None:
+        if stratify is None or train_per_label < 1:
+            raise DataError(f"train_per_label={train_per_label!r} needs a label field and a positive count")
+        train = cut["train"]
+        cut["train"] = train[train.groupby(stratify).cumcount() < train_per_label].reset_index(drop=True)
     frames = {split: cut[split] for split in SPLITS}
     return Splits(
         name=name or Path(path).stem,
@@ -280,6 +298,24 @@ def load_splits(
         frames=frames,
         extras=extras,
     )
+
+
+def _hold_out_per_label(df: pd.DataFrame, stratify: str | None, per_label: int, test_size, path):
+    """(rest, test): the first `per_label` rows of each label in the (shuffled) order; with `test_size`, the
+    first that many of those (a balanced prefix: a smaller look at the same held-out rows)."""
+    if stratify is None:
+        raise DataError(f"{path}: test_per_label needs a label field to stratify on, and this task has none")
+    if not isinstance(per_label, int) or per_label < 1:
+        raise DataError(f"test_per_label must be a positive integer, got {per_label!r}")
+    counts = df[stratify].value_counts()
+    short = sorted(counts[counts <= per_label].index)
+    if short:
+        raise DataError(f"{path}: test_per_label={per_label} leaves no rows for the other splits of {short}")
+    rank = df.groupby(stratify).cumcount()
+    taken = rank < per_label
+    # In the interleaved order: any prefix of the held-out rows is balanced, and test_size keeps one.
+    test = df[taken].assign(_rank=rank[taken]).sort_values("_rank", kind="stable").drop(columns="_rank")
+    return df[~taken], test.head(test_size).reset_index(drop=True)
 
 
 # A store's unique-key error on the datasets table: PostgreSQL names the key, sqlite the columns.

@@ -7,7 +7,8 @@ their YAML, not branches here:
   LM when that is null) under the argument name that optimiser uses;
 - `compile_args` go to `compile()` as they are;
 - `finetune_step: w` names a strategy step that fine-tunes weights: if the strategy uses it and the
-  LM's provider cannot fine-tune, the run stops before any optimisation is spent;
+  LM's provider cannot fine-tune, the run stops before any optimisation is spent (an optimiser without a
+  `strategy`, such as `supervised_lora`, is checked whenever it names one);
 - `set_student_lm: true` sets the task LM on every predictor (BetterTogether needs it).
 """
 
@@ -67,9 +68,10 @@ class FinetuningUnavailable(RuntimeError):  # noqa: N818
 
 def check_finetuning(spec: OptimizerSpec, lm: dspy.LM) -> None:
     """Refuse, before anything is spent, a weight step the LM's provider cannot run."""
-    if not spec.finetune_step or spec.finetune_step not in spec.strategy_steps:
+    steps = spec.strategy_steps  # a composite optimiser's steps; none: the optimiser as a whole fine-tunes
+    if not spec.finetune_step or (steps and spec.finetune_step not in steps):
         return
-    strategy = spec.compile_args.get("strategy")
+    strategy = spec.compile_args.get("strategy", spec.finetune_step)
     provider = getattr(lm, "provider", None)
     if not getattr(provider, "finetunable", False):
         raise FinetuningUnavailable(

@@ -21,6 +21,7 @@ from pipelines.evaluation.scoring import EvalSettings, evaluate_split
 from pipelines.lm.usage import count_requests, measure_usage
 from pipelines.optimizers.budget import Budget, BudgetExceeded, BudgetGuard
 from pipelines.optimizers.compile import OptimizerSpec, compile_program
+from pipelines.optimizers.progress import log_trial_curve, recording
 from pipelines.optimizers.stages import StageLog, log_stages, raise_on_step_error
 from pipelines.tracking import metric_names as names
 
@@ -60,12 +61,36 @@ def score_splits(
 
 
 def compile_within_budget(
-    spec: OptimizerSpec, program: dspy.Module, task: Task, *, lm: dspy.LM, budget: Budget, logging_scope=None
+    spec: OptimizerSpec,
+    program: dspy.Module,
+    task: Task,
+    *,
+    lm: dspy.LM,
+    budget: Budget,
+    logging_scope=None,
+    log_evals: bool = False,
 ) -> tuple[dspy.Module, str | None]:
-    """Compile on train (valset: val) under the budget; on a budget stop return the best program seen so far."""
+    """Compile on train (valset: val) under the budget; on a budget stop return the best program seen so far.
+
+    `log_evals`: each evaluation the optimiser runs becomes a named child run of the active run
+    (`pipelines.optimizers.progress`); the best-so-far curve per trial is logged either way."""
     stages = StageLog()
     compiled, stopped = program, None
-    with measure_usage() as usage, count_requests() as requests, logging_scope or nullcontext():
+    active = mlflow.active_run()
+    trainset, valset = task.examples("train"), task.examples("val")
+    progress_scope = recording(
+        active.info.run_id if active else None,
+        spec.name,
+        log_evals=log_evals,
+        n_val=len(valset) if spec.uses_valset else None,
+        n_train=len(trainset),
+    )
+    with (
+        measure_usage() as usage,
+        count_requests() as requests,
+        logging_scope or nullcontext(),
+        progress_scope as progress,
+    ):
         guard = BudgetGuard(budget, usage, requests)
         requests.gate = guard.before_request  # checked as each request goes out, retries included
         try:
@@ -73,8 +98,8 @@ def compile_within_budget(
                 compiled = compile_program(
                     spec,
                     program,
-                    task.examples("train"),
-                    task.examples("val"),
+                    trainset,
+                    valset,
                     lm=lm,
                     stages=stages,
                     raise_step_errors=False,
@@ -86,6 +111,7 @@ def compile_within_budget(
         finally:
             guard.armed = False
     log_stages(compiled, stages)
+    log_trial_curve(compiled, progress)
     # lm_calls: calls answered; lm_requests: requests sent, failed and retried ones included (what a budget bounds)
     spent = usage.summary() | {"lm_requests": requests.count}
     mlflow.log_metrics({names.compile_(k): v for k, v in spent.items()})
@@ -106,6 +132,7 @@ def optimize_program(
     budget: Budget | None = None,
     baseline: bool = True,
     logging_scope=None,
+    log_evals: bool = False,
 ) -> Optimized:
     """Baseline (optional), compile, then score the result on `report_splits`, all logged to the active run."""
     result = Optimized(program)
@@ -114,7 +141,13 @@ def optimize_program(
             result.baseline = score_splits(program, task, report_splits, settings, role=names.BASELINE)
     with stage("compile"):
         result.program, result.stopped_by_budget = compile_within_budget(
-            spec, program, task, lm=lm, budget=budget or Budget(), logging_scope=logging_scope
+            spec,
+            program,
+            task,
+            lm=lm,
+            budget=budget or Budget(),
+            logging_scope=logging_scope,
+            log_evals=log_evals,
         )
     with stage("evaluate"):
         result.scores = score_splits(result.program, task, report_splits, settings)

@@ -63,3 +63,37 @@ def test_agreement_compares_served_answers_row_by_row(bench_cfg, tmp_path, monke
 
     n, differ = agreement_mod.agreement(report, "knn_k8", "http://unused", rows=None)
     assert n == 24 and differ == [{"row_id": first, "benchmark": predictions[first], "served": "other"}]
+
+
+def test_optimiser_rows_smoke_with_the_fake_lm(make_cfg, tmp_path):
+    """Issue 25's rows, shrunk: each optimiser compiles, and reports its paired test against the program as
+    written, its compile calls and fine-tune tokens (0 from the fake provider, which trains nothing)."""
+    from omegaconf import open_dict
+
+    rows = ["zero_shot", "miprov2_1_5b", "simba", "gepa_1_5b", "supervised_lora", "bettertogether"]
+    shrink = [
+        "recipes.miprov2_1_5b.optimizer.compiler.auto=null",
+        "recipes.miprov2_1_5b.optimizer.compiler.num_candidates=2",
+        "+recipes.miprov2_1_5b.optimizer.compile_args.num_trials=2",
+        "recipes.miprov2_1_5b.optimizer.compile_args.minibatch_size=4",
+        "recipes.simba.optimizer.compiler.bsize=4",
+        "recipes.simba.optimizer.compiler.max_steps=1",
+        "recipes.simba.optimizer.compiler.num_candidates=2",
+        "recipes.gepa_1_5b.optimizer.compiler.auto=null",
+        "recipes.gepa_1_5b.optimizer.compiler.max_metric_calls=20",
+        'recipes.bettertogether.optimizer.compile_args.strategy="p -> w"',
+    ]
+    cfg = make_cfg("bench", [*TINY[:-1], f"only=[{','.join(rows)}]", *shrink, f"out_dir={tmp_path}/bench"])
+    with open_dict(cfg):
+        cfg.lm.finetune = "ok"
+        for name in ("miprov2_1_5b", "gepa_1_5b"):  # the 1.5B proposer / reflection LM: the fake one here
+            cfg.recipes[name].prompt_lm = {"_target_": "tests.fakes.fake_lm", "model": "fake/proposer"}
+    results = {r.name: r for r in quality(cfg)}
+    assert list(results) == rows
+    for name in rows[1:]:
+        r = results[name]
+        assert r.vs_unoptimised["unoptimised"] == "zero_shot" and r.vs_unoptimised["n"] == 24, name
+        assert (r.compile_lm_calls > 0) is (name != "supervised_lora") and r.finetune_tokens == 0, name
+    assert results["zero_shot"].vs_unoptimised == {}
+    table = (tmp_path / "bench" / "bench.md").read_text()
+    assert "vs unoptimised" in table and "fine-tune tokens" in table

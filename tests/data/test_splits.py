@@ -393,3 +393,23 @@ def test_a_dataset_another_run_logged_a_moment_earlier_is_linked_not_fatal(tmp_p
             splits.log_to_mlflow()
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_test_per_label_holds_out_exactly_n_of_every_label_before_the_other_splits(csv_path):
+    splits = load(csv_path, train_size=None, val_size=4, dev_size=4, test_size=None, test_per_label=2)
+    assert splits.frame("test")["label"].value_counts().to_dict() == dict.fromkeys(LABELS, 2)
+    assert {s: len(splits.ids(s)) for s in SPLITS} == {"train": 16, "val": 4, "dev": 4, "test": 16}
+    assert sorted(sum((splits.ids(s) for s in SPLITS), [])) == list(range(40))  # disjoint, nothing lost
+    # The same seed holds out the same rows whatever the other splits' sizes: a test set that never moves.
+    other = load(csv_path, train_size=8, val_size=2, dev_size=2, test_size=None, test_per_label=2)
+    assert sorted(other.ids("test")) == sorted(splits.ids("test"))
+    # test_size keeps a balanced prefix of the same held-out rows (a smaller look, never other rows).
+    prefix = load(csv_path, train_size=None, val_size=4, dev_size=4, test_size=8, test_per_label=2)
+    assert sorted(prefix.frame("test")["label"]) == LABELS and set(prefix.ids("test")) < set(splits.ids("test"))
+    with pytest.raises(DataError, match="leaves no rows for the other splits"):
+        load(csv_path, train_size=None, test_size=None, test_per_label=5)
+
+
+def test_train_per_label_caps_each_label_in_train(csv_path):
+    splits = load(csv_path, train_size=None, val_size=8, dev_size=8, test_size=8, train_per_label=1)
+    assert splits.frame("train")["label"].value_counts().to_dict() == dict.fromkeys(LABELS, 1)

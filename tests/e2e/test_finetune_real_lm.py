@@ -114,6 +114,7 @@ def bettertogether_run(tmp_path_factory):
         "lm.model=smollm2-135m",
         "lm.n_ctx=2048",
         f"lm.adapters_dir={tmp}/adapters",
+        f"lm.finetune.checkpoint_dir={tmp}/checkpoints",
         "lm.finetune.epochs=2",
         "task.data.labels=[lost_luggage,cancel_booking]",  # 2 labels: a 135M model gets some right to train on
         "task.data.train_size=8",

@@ -271,3 +271,65 @@ def test_a_failed_fine_tune_says_so(monkeypatch, tmp_path):
     assert isinstance(result, ValueError) and "No usable" in str(result)
     assert job.status() == "failed"
     assert not list(tmp_path.glob("*.gguf*"))  # nothing half-written left behind
+
+
+def test_supervised_lora_is_an_optimizer_config_and_its_model_runs_on_the_fine_tune(make_cfg):
+    import mlflow
+
+    cfg = _with_fake_finetuning(make_cfg("optimize", ["optimizer=supervised_lora", *TINY]), "ok")
+    result = optimize(cfg)
+    assert MlflowClient().get_run(result.run_id).info.status == "FINISHED"
+    model = mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model()
+    assert model.spec["finetuned_model"] == model.spec["lm"]["model"] == "fake/keyword:ft-fake1"
+
+
+def test_supervised_rows_are_the_adapters_messages_with_the_gold_answer():
+    import json
+
+    from pipelines.lm.json_adapter import JSONAdapter
+    from pipelines.optimizers.supervised_finetune import SupervisedFinetune
+    from tests.fakes import fake_lm
+
+    program = dspy.Predict("text -> label")
+    trainset = [dspy.Example(text=t, label=lab).with_inputs("text") for t, lab in [("lost bag", "lost"), ("hi", "x")]]
+    rows = SupervisedFinetune(adapter=JSONAdapter()).chat_rows(program, trainset)
+    assert [[m["role"] for m in r["messages"]] for r in rows] == [["system", "user", "assistant"]] * 2
+    assert json.loads(rows[0]["messages"][-1]["content"]) == {"label": "lost"}
+    assert "lost bag" in rows[0]["messages"][1]["content"]
+    # Exactly what the adapter sends at inference: the same system and user messages.
+    sent = JSONAdapter().format(program.signature, demos=[], inputs={"text": "lost bag"})
+    assert rows[0]["messages"][:2] == sent
+    lm = fake_lm(finetune="ok")
+    program.set_lm(lm)
+    tuned = SupervisedFinetune(adapter=JSONAdapter(), train_kwargs={"epochs": 3}).compile(program, trainset=trainset)
+    assert tuned.get_lm().model == "fake/keyword:ft-fake1" and program.get_lm() is lm  # the student is untouched
+    assert lm.provider.jobs == [rows]
+    with pytest.raises(ValueError, match="no.*labelled|No predictor"):
+        SupervisedFinetune().chat_rows(dspy.Predict("text -> answer"), trainset)
+
+
+def test_supervised_lora_without_a_fine_tuning_provider_fails_before_spending(make_cfg):
+    cfg = make_cfg("optimize", ["optimizer=supervised_lora", *TINY])
+    lm = types.SimpleNamespace(model="openai/served-model", provider=None)
+    with pytest.raises(FinetuningUnavailable, match="'weights'.*openai/served-model"):
+        check_finetuning(build_optimizer(cfg.optimizer, lm), lm)
+
+
+def test_per_label_subsampling_schedule_and_checkpoint_digest():
+    from pipelines.lm.finetune.lora import batch_schedule, run_digest, subsample_per_label
+
+    rows = [chat(f"q{i}", "a" if i % 3 else "b") for i in range(12)]  # 8 answers "a", 4 "b"
+    kept = subsample_per_label(rows, 2, seed=0)
+    assert sorted(r["messages"][-1]["content"] for r in kept) == ["a", "a", "b", "b"]
+    assert [r for r in rows if r in kept] == kept  # the rows' own order
+    assert subsample_per_label(rows, None) == rows
+    settings = LoRASettings(epochs=2, batch_size=5, seed=3)
+    schedule = batch_schedule(12, settings)
+    assert len(schedule) == 6 and sorted(sum(schedule[:3], [])) == list(range(12))  # 3 batches an epoch
+    assert schedule == batch_schedule(12, settings)  # drawn from the seed: a resumed run takes the same batches
+    assert len(batch_schedule(12, LoRASettings(epochs=2, batch_size=5, max_steps=4))) == 4
+    # The digest names the fine-tune, not where or how fast it runs.
+    moved = LoRASettings(epochs=2, batch_size=5, seed=3, checkpoint_dir="/elsewhere", num_threads=1)
+    assert run_digest("m.gguf", rows, settings) == run_digest("m.gguf", rows, moved)
+    assert run_digest("m.gguf", rows, settings) != run_digest("m.gguf", rows, LoRASettings(epochs=3))
+    assert run_digest("m.gguf", rows, settings) != run_digest("m.gguf", rows[:-1], settings)

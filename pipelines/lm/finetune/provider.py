@@ -102,6 +102,7 @@ class LlamaCppLoRAProvider(Provider):
         self.engine = engine
         self.settings = settings if isinstance(settings, LoRASettings) else LoRASettings(**(settings or {}))
         self.adapters_dir = Path(adapters_dir) if adapters_dir else default_adapters_dir()
+        self.trained_tokens = 0  # tokens through the model in every fine-tune this provider ran (a benchmark's cost)
 
     @staticmethod
     def is_provider_model(model: str) -> bool:
@@ -141,6 +142,7 @@ class LlamaCppLoRAProvider(Provider):
         except BaseException:
             job.state = "failed"
             raise
+        self.trained_tokens += result.tokens
         digest = path.stem
         self.engine.register_adapter(digest, str(path))
         new_model = f"{model.split(FT_MARK)[0]}{FT_MARK}{digest}"
@@ -193,6 +195,10 @@ class LlamaCppLoRAProvider(Provider):
             "train_seconds": result.train_seconds,
             "total_seconds": total,
             "peak_rss_mb": result.peak_rss_mb,
+            "tokens": result.tokens,
+            "tokens_per_s": result.tokens_per_s,
+            "resumed_from_step": result.resumed_from,
+            "checkpoint": result.checkpoint,
             "adapter_bytes": adapter.stat().st_size,
         }
         metrics = {
@@ -206,6 +212,9 @@ class LlamaCppLoRAProvider(Provider):
             "finetune_train_s": result.train_seconds,
             "finetune_total_s": total,
             "finetune_peak_rss_mb": result.peak_rss_mb,
+            "finetune_tokens": result.tokens,  # this process's steps (a resumed run counts only its own)
+            "finetune_tokens_per_s": result.tokens_per_s,
+            "finetune_resumed_from_step": result.resumed_from,
         }
         for key, value in metrics.items():
             client.log_metric(run_id, key, float(value))
