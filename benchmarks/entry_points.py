@@ -57,8 +57,16 @@ ENTRIES = {  # entry point -> (module, its own overrides, plain script's options
     "main": ("pipelines.main", ["optimizer=none"], ["--log-model", "--splits", "2", "--threads", "2"]),
 }
 BANKING77_LABELS = [
-    "card_arrival", "card_linking", "exchange_rate", "lost_or_stolen_card", "pending_transfer",
-    "refund_not_showing_up", "top_up_failed", "transfer_timing", "wrong_amount_of_cash_received", "pin_blocked",
+    "card_arrival",
+    "card_linking",
+    "exchange_rate",
+    "lost_or_stolen_card",
+    "pending_transfer",
+    "refund_not_showing_up",
+    "top_up_failed",
+    "transfer_timing",
+    "wrong_amount_of_cash_received",
+    "pin_blocked",
 ]  # fmt: skip  (conf/task/banking77.yaml's subset)
 TRAVEL_DEV_ROWS = 60  # travel_intents' dev split; more rows come from Banking77
 
@@ -95,7 +103,8 @@ class Case:
         ours = [
             sys.executable, "-m", module, *overrides, *self.task_overrides(),
             "lm=openai_compatible", f"lm.api_base={api_base}", "lm.model=self-hosted/fake", "lm.api_key_env=FAKE_KEY",
-            "lm.cache=false", f"tracking.artifact_location={store}/ours/artifacts", f"paths.output_dir={store}/ours/out",
+            "lm.cache=false", f"tracking.artifact_location={store}/ours/artifacts",
+            f"paths.output_dir={store}/ours/out",
         ]  # fmt: skip
         plain = [
             sys.executable, str(PLAIN), "--api-base", api_base, "--rows", str(self.rows), *self.plain_data(),
@@ -143,7 +152,7 @@ def fit(rows: list[int], values: list[float]) -> tuple[float, float]:
     """Least squares `value = a + b * rows`: (a, b); one row count gives (value, nan)."""
     if len(set(rows)) < 2:
         return (values[0] if values else float("nan")), float("nan")
-    n, mx, my = len(rows), statistics.fmean(rows), statistics.fmean(values)
+    mx, my = statistics.fmean(rows), statistics.fmean(values)
     b = sum((x - mx) * (y - my) for x, y in zip(rows, values, strict=True)) / sum((x - mx) ** 2 for x in rows)
     return my - b * mx, b
 
@@ -219,10 +228,12 @@ def run(args: argparse.Namespace) -> dict:
                         continue
                     getattr(case, side).append(wall)
                     getattr(case, f"{side}_cpu").append(cpu)
-                    print(f"  {case.name:<20} {side:<5} repeat {repeat}: {wall:6.2f} s wall {cpu:6.2f} s CPU", flush=True)
+                    line = f"  {case.name:<20} {side:<5} repeat {repeat}: {wall:6.2f} s wall {cpu:6.2f} s CPU"
+                    print(line, flush=True)
     rows = [c.summary() for c in cases]
     fitted = fits(cases)
-    commands = {c.name: [shlex.join(cmd) for cmd in c.commands("http://127.0.0.1:PORT/v1", Path("STORE"))] for c in cases}
+    shown = ("http://127.0.0.1:PORT/v1", Path("STORE"))
+    commands = {c.name: [shlex.join(cmd) for cmd in c.commands(*shown)] for c in cases}
     return {
         "command": shlex.join(["python", "-m", "benchmarks.entry_points", *sys.argv[1:]]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -52,16 +52,20 @@ def main() -> None:
         {"text": (str, dspy.InputField()), "label": (Literal[labels], dspy.OutputField())},
         "Classify the customer's message into exactly one intent.",
     )
-    dspy.configure(lm=dspy.LM(args.model, api_base=args.api_base, api_key="fake", cache=False), adapter=dspy.JSONAdapter())
+    lm = dspy.LM(args.model, api_base=args.api_base, api_key="fake", cache=False)
+    dspy.configure(lm=lm, adapter=dspy.JSONAdapter())
     program = dspy.Predict(signature)
-    examples = [dspy.Example(text=t, label=lab).with_inputs("text") for t, lab in zip(data["text"], data["label"])]
+    examples = [
+        dspy.Example(text=t, label=lab).with_inputs("text") for t, lab in zip(data["text"], data["label"], strict=True)
+    ]
 
     mlflow.set_experiment(args.experiment)
     mlflow.dspy.autolog()
     size = len(examples) // args.splits
     with mlflow.start_run():
         for i in range(args.splits):
-            evaluate = dspy.Evaluate(devset=examples[i * size : (i + 1) * size], metric=exact_match, num_threads=args.threads)
+            split = examples[i * size : (i + 1) * size]
+            evaluate = dspy.Evaluate(devset=split, metric=exact_match, num_threads=args.threads)
             mlflow.log_metric(f"accuracy_{i}", evaluate(program).score)
             if i == 0 and args.log_model:
                 info = mlflow.dspy.log_model(program, name="model", input_example={"text": examples[0].text})

@@ -248,7 +248,8 @@ def log_genai_evaluation(
 def _static_evaluation(outcome, task, split, *, model, dataset, model_id, lm) -> GenAIEvaluation | None:
     """No traces (tracing off): `mlflow.genai.evaluate` on the table's rows, a minimal trace made for each."""
     contract = task.contract
-    data, _ = evaluation_rows(outcome, contract.input_names, contract.output_names, {}, {"split": split, "model": model})
+    tags = {"split": split, "model": model}
+    data, _ = evaluation_rows(outcome, contract.input_names, contract.output_names, {}, tags)
     if data.empty:
         return None
     if dataset is not None:
