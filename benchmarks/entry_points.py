@@ -194,7 +194,27 @@ def table(rows: list[dict], fitted: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def result(args: argparse.Namespace, cases: list[Case], log: Path) -> dict:
+    shown = ("http://127.0.0.1:PORT/v1", Path("STORE"))
+    return {
+        "command": shlex.join(["python", "-m", "benchmarks.entry_points", *sys.argv[1:]]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "latency_s": args.latency,
+        "repeats": args.repeats,
+        "rows": [c.summary() for c in cases],
+        "fits": fits(cases),
+        "commands": {c.name: [shlex.join(cmd) for cmd in c.commands(*shown)] for c in cases},
+        "log": str(log),
+    }
+
+
+def save(out: Path, data: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2))
+
+
 def run(args: argparse.Namespace) -> dict:
+    """Every case, interleaved; the JSON is rewritten after each run, so a long benchmark cut short keeps its rows."""
     cases = [Case(entry, rows) for rows in args.rows for entry in args.entries]
     workdir = Path(tempfile.mkdtemp(prefix="entry-points-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
@@ -230,20 +250,8 @@ def run(args: argparse.Namespace) -> dict:
                     getattr(case, f"{side}_cpu").append(cpu)
                     line = f"  {case.name:<20} {side:<5} repeat {repeat}: {wall:6.2f} s wall {cpu:6.2f} s CPU"
                     print(line, flush=True)
-    rows = [c.summary() for c in cases]
-    fitted = fits(cases)
-    shown = ("http://127.0.0.1:PORT/v1", Path("STORE"))
-    commands = {c.name: [shlex.join(cmd) for cmd in c.commands(*shown)] for c in cases}
-    return {
-        "command": shlex.join(["python", "-m", "benchmarks.entry_points", *sys.argv[1:]]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "latency_s": args.latency,
-        "repeats": args.repeats,
-        "rows": rows,
-        "fits": fitted,
-        "commands": commands,
-        "log": str(log),
-    }
+                    save(args.out, result(args, cases, log))
+    return result(args, cases, log)
 
 
 def main() -> None:
@@ -255,10 +263,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=PROJECT, help="the checkout whose entry points are timed")
     parser.add_argument("--out", type=Path, default=PROJECT / "outputs/bench/entry_points.json")
     args = parser.parse_args()
-    result = run(args)
-    print(table(result["rows"], result["fits"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    data = run(args)
+    print(table(data["rows"], data["fits"]))
+    save(args.out, data)
     print(f"\n{args.out}")
 
 
