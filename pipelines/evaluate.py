@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from pipelines.cli import adopt_recorded_task, hydra_main, tracked_run
 from pipelines.data.task import Task
-from pipelines.evaluation.genai import log_genai_evaluation, split_dataset
+from pipelines.evaluation.genai import GenAIRows, log_genai_evaluation, split_dataset
 from pipelines.evaluation.plots import classification_figures, latency_figure
 from pipelines.evaluation.scoring import EvalOutcome, EvalSettings, evaluate_split, predicted_col
 from pipelines.evaluation.stats import bootstrap_ci
@@ -92,8 +92,6 @@ def evaluate(
     split = split or cfg.eval.split
     model_uri = None if fresh else (model_uri or default_model_uri(cfg))
     surfaces = genai_surfaces(cfg.tracking)
-    # With the GenAI evaluation on, its scorer puts the score on each trace: scoring it here too doubled it.
-    settings = replace(settings, score_traces=not surfaces)
     with tracked_run(cfg, "evaluate", run_name=cfg.run_name or f"evaluate-{cfg.task.name}-{split}") as run:
         task = Task.from_config(cfg.task)
         task.splits.require(split)
@@ -110,6 +108,9 @@ def evaluate(
             model, model_id = model_label(model_uri, loaded.version_tags()), loaded.model_id
             if not settings.guards:  # no `guard=` given: the guards the model serves with
                 settings = replace(settings, guards=GuardSet.from_config(loaded.spec.get("guard")))
+        if surfaces:  # the GenAI evaluation's tags, expectations and feedback, written with each trace
+            rows = GenAIRows.for_task(task, split=split, model=model, run_id=run.info.run_id)
+            settings = replace(settings, annotations=rows)
         outcome = evaluate_split(program, task, split, settings, lm=lm, adapter=adapter)
         if cfg.get("extra_metrics"):
             judged = {
@@ -121,7 +122,7 @@ def evaluate(
         low, high = outcome.ci()
         if model_id and surfaces:
             log_model_score(model_id, task.splits, split, outcome.score, low, high)  # on the model's page
-        if surfaces:  # the same traces, scored by the task metric as an MLflow GenAI evaluation
+        if surfaces:  # the same traces, as an MLflow GenAI evaluation scored by the task metric
             dataset = split_dataset(task, split, run.info.experiment_id)
             log_genai_evaluation(outcome, task, split, model=model, dataset=dataset, model_id=model_id, lm=lm)
         summary = pd.DataFrame(

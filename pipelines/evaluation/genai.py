@@ -1,20 +1,26 @@
 """Our evaluation as an MLflow GenAI evaluation: the split as a managed dataset, the task metric as a scorer.
 
-`scoring.evaluate_split` has already run the program once per example under DSPy autolog (one trace each)
-and kept the per-example table. This hands those same traces to `mlflow.genai.evaluate` inside the same run,
-with no `predict_fn`: nothing calls the program again. MLflow then tags the run `mlflow.runType=genai_evaluate`,
-links the traces to it, logs each output field's expected value as an expectation and the task scorer's value
-as feedback on every trace, and shows the run in the experiment's "Evaluation runs" tab (per example: inputs,
-outputs, expectations, assessments; traces tagged `split`, `model`, `row_id`).
+`scoring.evaluate_split` runs the program once per example under DSPy autolog (one trace each) and keeps the
+per-example table. The run then looks as `mlflow.genai.evaluate` would leave it, scoring those traces with the
+task metric as its scorer: tagged `mlflow.runType=genai_evaluate` (the experiment's "Evaluation runs" tab),
+the traces linked to it, each output field's expected value as an expectation and the scorer's value as
+feedback (with the run as its source) on every trace, the traces tagged `split`, `model`, `row_id`, the mean
+as `<scorer>/mean` linked to the dataset and the model. What goes on a trace is written while it is still
+open (`GenAIRows`, handed to `scoring` in `EvalSettings.annotations`), so it is stored with the trace in its
+one write; the run's own part is a few batched writes. `mlflow.genai.evaluate` itself writes each tag,
+expectation and feedback and links each trace on its own, then reads every trace back (six writes and two
+reads a row, measured by `benchmarks.entry_points`); it is still used where there are no traces.
 
+    >>> rows = GenAIRows.for_task(task, split="test", model="travel_intents v3")     # doctest: +SKIP
+    >>> outcome = evaluate_split(program, task, "test", replace(settings, annotations=rows))  # doctest: +SKIP
     >>> dataset = split_dataset(task, "test", experiment_id)                      # doctest: +SKIP
     >>> log_genai_evaluation(outcome, task, "test", model="travel_intents v3",
     ...                      dataset=dataset)                                      # doctest: +SKIP
 
 Each row's trace is the one `scoring` recorded for it (`EvalOutcome.trace_ids`): a row whose program raised
 has a trace in ERROR state and no outputs, and its scorer feedback is an error (no score), as its table row
-has no score; a row refused by a guard or answered unreadably scores 0. A row with no trace in the run is
-left out with a warning; with no traces at all (tracing switched off), MLflow scores the rows as a static
+has no score; a row refused by a guard or answered unreadably scores 0. A row with no trace is left out with a
+warning; with no traces at all (tracing switched off), `mlflow.genai.evaluate` scores the rows as a static
 dataset and makes a minimal trace for each.
 
 Datasets and versions. Open-source MLflow 3.17 has no dataset versions: `list_versions()` and
@@ -30,14 +36,16 @@ inputs (MLflow upserts on the inputs' hash), so a split with repeated inputs has
 from __future__ import annotations
 
 import contextlib
+import getpass
 import io
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import dspy
 import mlflow
 import pandas as pd
-from mlflow.entities import AssessmentError, AssessmentSource, Feedback
+from mlflow.entities import AssessmentError, AssessmentSource, Feedback, LoggedModelInput
 from mlflow.genai.scorers import Scorer, scorer
 
 from pipelines.data.splits import log_split_input
@@ -47,6 +55,55 @@ from pipelines.evaluation.scoring import EvalOutcome, expected_col, predicted_co
 log = logging.getLogger(__name__)
 
 DIGEST_TAG, VERSION_TAG = "data.digest", "version"  # dataset tags: the split content it holds, its version
+RUN_TYPE_TAG, GENAI_RUN_TYPE = "mlflow.runType", "genai_evaluate"  # what mlflow.genai.evaluate tags its run
+SOURCE_RUN_KEY = "mlflow.assessment.sourceRunId"  # a scorer's feedback names the evaluation run that wrote it
+NO_PREDICTION = AssessmentError(error_code="NO_PREDICTION", error_message="the program raised (see the trace)")
+LINKS_PER_CALL = 100  # the tracking store links at most this many traces to a run per request
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class GenAIRows:
+    """What the GenAI evaluation puts on each row's trace, written by `scoring` while the trace is open:
+    tags `split`, `model`, `row_id`; an expectation per output field (a person's: the data's label); the run
+    as the source of the score's feedback; an error feedback where the program raised."""
+
+    outputs: tuple[str, ...]
+    scorer: str  # the task metric's name: the feedback's name
+    run_id: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_task(cls, task, *, split: str, model: str, run_id: str | None = None) -> GenAIRows:
+        run_id = run_id or mlflow.active_run().info.run_id
+        name = getattr(task.metric, "__name__", "metric")
+        return cls(tuple(task.contract.output_names), name, run_id, {"split": split, "model": model})
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {SOURCE_RUN_KEY: self.run_id}
+
+    def on_row(self, span, example, row_id) -> None:
+        for key, value in {**self.tags, "row_id": str(row_id)}.items():
+            mlflow.set_trace_tag(span.trace_id, key, value)  # the trace is in memory: no store write
+        source = AssessmentSource(source_type="HUMAN", source_id=_user())
+        for name in self.outputs:
+            mlflow.log_expectation(
+                trace_id=span.trace_id, name=name, value=_plain(example.get(name)), source=source, span_id=span.span_id
+            )
+
+    def on_failure(self, span) -> None:
+        source = AssessmentSource(source_type="CODE", source_id=self.scorer)
+        mlflow.log_feedback(
+            trace_id=span.trace_id, name=self.scorer, source=source, error=NO_PREDICTION, metadata=self.metadata,
+            span_id=span.span_id,
+        )  # fmt: skip
 
 
 def task_scorer(metric, lm=None) -> Scorer:
@@ -60,8 +117,7 @@ def task_scorer(metric, lm=None) -> Scorer:
 
     def score(inputs, outputs, expectations):
         if outputs is None:
-            error = AssessmentError(error_code="NO_PREDICTION", error_message="the program raised (see the trace)")
-            return Feedback(name=name, source=source, error=error)
+            return Feedback(name=name, source=source, error=NO_PREDICTION)
         if all(value is None for value in outputs.values()):
             return 0.0
         example = dspy.Example(**inputs, **(expectations or {})).with_inputs(*inputs)
@@ -116,12 +172,6 @@ def split_dataset(task, split: str, experiment_id: str):
     return datasets.get_dataset(dataset_id=dataset.dataset_id)  # the digest after the merge
 
 
-def run_traces(run_id: str, experiment_id: str) -> dict[str, object]:
-    """The run's traces by id."""
-    traces = mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list")
-    return {trace.info.trace_id: trace for trace in traces}
-
-
 def evaluation_rows(
     outcome: EvalOutcome, inputs: list[str], outputs: list[str], traces: dict[str, object], tags: dict[str, str]
 ) -> tuple[pd.DataFrame, int]:
@@ -164,18 +214,42 @@ def log_genai_evaluation(
     model_id: str | None = None,
     lm=None,
 ) -> GenAIEvaluation | None:
-    """Score the active run's traces of `outcome` with the task scorer through `mlflow.genai.evaluate`.
+    """Make the active run the GenAI evaluation of `outcome`'s traces, scored by the task metric.
 
-    `dataset` (from `split_dataset`) is linked to the run as an input; `model` names the evaluated model on
-    every trace (tag `model`); `model_id` links the run to the logged model."""
+    The traces already hold their tags, expectations and feedback (`GenAIRows`); this tags the run, links the
+    traces to it (a write per 100 traces), links `dataset` (from `split_dataset`) and the model `model_id`, and
+    logs `<scorer>/mean`. Without traces, `mlflow.genai.evaluate` scores the table's rows as a static dataset."""
     run = mlflow.active_run()
-    contract = task.contract
-    tags = {"split": split, "model": model}
-    mlflow.flush_trace_async_logging()  # with a background trace export, scoring's traces all stored first
-    traces = run_traces(run.info.run_id, run.info.experiment_id)
-    data, missing = evaluation_rows(outcome, contract.input_names, contract.output_names, traces, tags)
+    run_id = run.info.run_id
+    traced = [t for t in outcome.trace_ids if t]
+    missing = len(outcome.table) - len(traced)
+    if not traced:
+        return _static_evaluation(outcome, task, split, model=model, dataset=dataset, model_id=model_id, lm=lm)
     if missing:
         log.warning("%d of %d rows have no trace in this run: not in the GenAI evaluation", missing, len(outcome.table))
+    mlflow.flush_trace_async_logging()  # with a background trace export, the traces are stored before linking
+    client = mlflow.MlflowClient()
+    if dataset is not None:
+        log_split_input(dataset, split)
+    if model_id:
+        client.log_inputs(run_id, models=[LoggedModelInput(model_id=model_id)])
+    if run.data.tags.get(RUN_TYPE_TAG) is None:
+        mlflow.set_tag(RUN_TYPE_TAG, GENAI_RUN_TYPE)
+    for start in range(0, len(traced), LINKS_PER_CALL):
+        client.link_traces_to_run(traced[start : start + LINKS_PER_CALL], run_id=run_id)
+    name = getattr(task.metric, "__name__", "metric")
+    scores = outcome.table["score"].dropna()
+    metrics = {f"{name}/mean": float(scores.mean())} if len(scores) else {}
+    if metrics:
+        mlflow.log_metrics(metrics, dataset=dataset, model_id=model_id)
+    return GenAIEvaluation(run_id=run_id, rows=len(traced), missing=missing, metrics=metrics)
+
+
+def _static_evaluation(outcome, task, split, *, model, dataset, model_id, lm) -> GenAIEvaluation | None:
+    """No traces (tracing off): `mlflow.genai.evaluate` on the table's rows, a minimal trace made for each."""
+    contract = task.contract
+    tags = {"split": split, "model": model}
+    data, _ = evaluation_rows(outcome, contract.input_names, contract.output_names, {}, tags)
     if data.empty:
         return None
     if dataset is not None:
@@ -184,4 +258,4 @@ def log_genai_evaluation(
     with contextlib.redirect_stdout(io.StringIO()) as note:
         result = mlflow.genai.evaluate(data=data, scorers=[task_scorer(task.metric, lm)], model_id=model_id)
     log.debug("%s", note.getvalue())
-    return GenAIEvaluation(run_id=result.run_id, rows=len(data), missing=missing, metrics=dict(result.metrics))
+    return GenAIEvaluation(run_id=result.run_id, rows=len(data), missing=0, metrics=dict(result.metrics))

@@ -233,18 +233,17 @@ def example_trace(program: dspy.Module, inputs: dict, row_id, traced: bool) -> I
         yield span
 
 
-def log_score(span, name: str, score: float, error: str | None) -> None:
+def log_score(span, name: str, score: float, error: str | None, metadata: dict | None = None) -> None:
     """The row's score (or the metric's error) as feedback on its still-open trace: kept in memory, exported
     with the trace."""
     if span is None:
         return
     source = AssessmentSource(source_type="CODE", source_id=name)
+    where = {"trace_id": span.trace_id, "name": name, "source": source, "metadata": metadata, "span_id": span.span_id}
     if error is not None:
-        mlflow.log_feedback(
-            trace_id=span.trace_id, name=name, source=source, error=AssessmentError("METRIC_ERROR", error)
-        )
+        mlflow.log_feedback(**where, error=AssessmentError("METRIC_ERROR", error))
     elif not math.isnan(score):
-        mlflow.log_feedback(trace_id=span.trace_id, name=name, source=source, value=score)
+        mlflow.log_feedback(**where, value=score)
 
 
 def evaluate_program(
@@ -262,11 +261,14 @@ def evaluate_program(
     max_error_rate: float = 0.0,
     traced: bool = True,
     score_traces: bool = True,
+    annotations=None,
 ) -> EvalOutcome:
     """Score `program` on `examples`; `ids` (default 0..n-1) name the rows that pair results across models.
 
     `traced`: a trace per example (when MLflow's DSPy autolog traces the program at all); `score_traces`:
-    the metric's score as feedback on it (off when an MLflow GenAI evaluation scores the traces instead).
+    the metric's score as feedback on it. `annotations` (e.g. `genai.GenAIRows`): more to write on each
+    still-open trace (`on_row(span, example, row_id)`, `on_failure(span)`, `metadata` for the score's
+    feedback), so it is stored with the trace in its one write instead of by a store write per item.
     Raises `EvaluationFailed` when more than `max_error_rate` of the rows fail (see the module docstring)."""
     allowed = allowed_errors(len(examples), max_error_rate)
     ids = list(ids) if ids is not None else list(range(len(examples)))
@@ -301,6 +303,8 @@ def evaluate_program(
             raise RuntimeError("not run: the evaluation's error limit was already exceeded")
         inputs = example.inputs().toDict()
         with example_trace(program, inputs, ids[index], traced) as span:
+            if span is not None and annotations is not None:
+                annotations.on_row(span, example, ids[index])
             start = time.perf_counter()
             try:
                 prediction = program(**inputs)
@@ -313,6 +317,8 @@ def evaluate_program(
                 text = record(exc)  # scrubbed before the span records it on the way out
                 with lock:
                     failures[index] = (text, span.trace_id if span else None)
+                if span is not None and annotations is not None:
+                    annotations.on_failure(span)
                 raise
             prediction._latency_s = time.perf_counter() - start  # underscore: not an output field
             prediction._trace_id = span.trace_id if span else None
@@ -321,7 +327,7 @@ def evaluate_program(
             if span is not None:
                 span.set_outputs({f: getattr(prediction, f, None) for f in outputs})
                 if score_traces:
-                    log_score(span, name, score, error)
+                    log_score(span, name, score, error, getattr(annotations, "metadata", None))
         return prediction, score
 
     executor = ParallelExecutor(
@@ -401,7 +407,8 @@ class EvalSettings:
     max_error_rate: float = 0.0  # the fraction of rows that may fail (and go unscored) before the run FAILS
     guards: GuardSet | None = None  # wrap the program in these (`guard=` group); None or empty: unguarded
     traced: bool = True  # a trace per example (`tracking.autolog.log_traces_from_eval`)
-    score_traces: bool = True  # the score as feedback on each trace (off where a GenAI evaluation scores them)
+    score_traces: bool = True  # the score as feedback on each trace
+    annotations: Any = None  # more written on each open trace (`evaluate_program`): the GenAI evaluation's rows
 
     def __post_init__(self):
         allowed_errors(0, self.max_error_rate)  # a config error now, not after the first LM calls
@@ -440,4 +447,5 @@ def evaluate_split(
         max_error_rate=settings.max_error_rate,
         traced=settings.traced,
         score_traces=settings.score_traces,
+        annotations=settings.annotations,
     )

@@ -21,6 +21,7 @@ call itself (`num_retries`), each attempt one LiteLLM request, and a failed atte
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -146,6 +147,10 @@ def install_request_hook() -> None:
         return
     import litellm
     from litellm.integrations.custom_logger import CustomLogger
+
+    # LiteLLM logs each call at INFO ("completion() model=...", "Completed Call"): under Hydra's INFO root that
+    # is four lines a row on the console and in the job's log file. Its warnings and errors still show.
+    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
 
     class _RequestHook(CustomLogger):
         def log_pre_api_call(self, model, messages, kwargs):

@@ -106,10 +106,9 @@ def test_failed_and_refused_rows_have_traces_without_a_score(make_cfg, monkeypat
             raise ConnectionError("provider unreachable")
         return complete(self, request)
 
-    champion(make_cfg)
     monkeypatch.setattr(KeywordEngine, "complete", flaky)
     cfg = make_cfg("evaluate", ["guard=strict", "guard.max_length.max_chars=45", "eval.max_error_rate=1.0"])
-    result = evaluate(cfg, split="test")
+    result = evaluate(cfg, split="test", fresh=True)  # the program from config: no champion to train first
     table = result.outcome.table.set_index("row_id")
     failed, refused = table[table["error"].notna()], table[table["refused_by"].notna()]
     assert len(failed) and len(refused)  # the data has both kinds of row
@@ -125,8 +124,7 @@ def test_failed_and_refused_rows_have_traces_without_a_score(make_cfg, monkeypat
 
 
 def test_switched_off_is_a_plain_run(make_cfg):
-    champion(make_cfg)
-    result = evaluate(make_cfg("evaluate", ["tracking.genai_surfaces=false"]), split="test")
+    result = evaluate(make_cfg("evaluate", ["tracking.genai_surfaces=false"]), split="test", fresh=True)
     run = MlflowClient().get_run(result.run_id)
     assert "mlflow.runType" not in run.data.tags
     assert not search_datasets(experiment_ids=[run.info.experiment_id])
