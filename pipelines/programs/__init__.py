@@ -33,10 +33,11 @@ def build_program(program_cfg, contract):
     Returns (program, resolved program config): the config, with the contract filled in, is what the
     logged model stores to rebuild the program at load time.
     """
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
+
+    from pipelines.config import instantiate  # what the logged model rebuilds it with, without Hydra
 
     resolved = OmegaConf.to_container(program_cfg, resolve=True)
     if "signature" in resolved and resolved["signature"] is None:
         resolved["signature"] = contract.to_dict()
-    return instantiate(resolved, _convert_="all"), resolved
+    return instantiate(resolved), resolved
