@@ -17,6 +17,8 @@ from dspy.clients.engines.base import validate_request
 from dspy.clients.provider import Provider
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
 
+from pipelines.lm.async_engine import ThreadedAsyncEngine
+
 TRAVEL_RULES = {
     "refund": "refund_request",
     "money back": "refund_request",
@@ -183,4 +185,6 @@ def fake_lm(
     else:
         engine = KeywordEngine(rules or TRAVEL_RULES, default)
     provider = FakeFinetuneProvider(fail=finetune == "fail") if finetune in ("ok", "fail") else None
-    return dspy.LM(model, engine=engine, cache=cache, num_retries=0, provider=provider)
+    return dspy.LM(
+        model, engine=engine, async_engine=ThreadedAsyncEngine(engine), cache=cache, num_retries=0, provider=provider
+    )

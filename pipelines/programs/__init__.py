@@ -5,6 +5,7 @@ A program is any `dspy.Module` named by `_target_` in `conf/program/`. A program
 dict; a user's program may take it or ignore it.
 """
 
+from pipelines.programs.asynchronous import is_async, runnable_sync
 from pipelines.programs.draft_verify import DraftThenVerify
 from pipelines.programs.extract_then_classify import ExtractThenClassify
 from pipelines.programs.math_agent import MathAgent
@@ -24,6 +25,8 @@ __all__ = [
     "SingleStep",
     "VoteOrPredict",
     "build_program",
+    "is_async",
+    "runnable_sync",
 ]
 
 
@@ -40,4 +43,4 @@ def build_program(program_cfg, contract):
     resolved = OmegaConf.to_container(program_cfg, resolve=True)
     if "signature" in resolved and resolved["signature"] is None:
         resolved["signature"] = contract.to_dict()
-    return instantiate(resolved), resolved
+    return runnable_sync(instantiate(resolved)), resolved

@@ -40,6 +40,7 @@ import pandas as pd
 from pipelines.config import PROJECT_ROOT, instantiate, redact
 from pipelines.data.contract import Contract, Field
 from pipelines.guards import GuardSet, hit_labels, text_fields
+from pipelines.programs.asynchronous import runnable_sync
 
 log = logging.getLogger(__name__)
 PROGRAM_FILE = "program.json"
@@ -113,7 +114,7 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
 
         self.lm = instantiate(served_lm_config(spec["lm"]))  # `serve lm_engine=` may pick the engine
         self.adapter = instantiate(spec["adapter"]) if spec.get("adapter") else None
-        self.program = instantiate(spec["program"], _convert_="all")
+        self.program = runnable_sync(instantiate(spec["program"]))  # an async program (`aforward`) too
         self.program.load(context.artifacts["program"])
         # Warm before the scoring server answers /ping: the embedded model's llama.cpp context loads now, not
         # on the first request (DSPy's `launch`; a provider LM's is a no-op).
