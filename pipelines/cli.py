@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import hydra
 
@@ -43,14 +44,23 @@ def split_packed_overrides(argv: list[str]) -> list[str]:
     return out
 
 
-def hydra_main(config_name: str) -> Callable:
-    """Decorate `main(cfg)`; the result is a zero-argument callable for `python -m`."""
+def searchpath_override() -> str:
+    """The override that puts the project's `conf/` on Hydra's search path, for a root config kept elsewhere."""
+    return f"hydra.searchpath=[file://{CONF_DIR}]"
+
+
+def hydra_main(config_name: str, config_dir: Path = CONF_DIR) -> Callable:
+    """Decorate `main(cfg)`; the result is a zero-argument callable for `python -m`.
+
+    A root config outside `conf/` (`config_dir`: the benchmarks' own) still composes the project's groups:
+    `conf/` goes on Hydra's search path."""
 
     def decorate(fn: Callable) -> Callable:
-        wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(fn)
+        wrapped = hydra.main(config_path=str(config_dir), config_name=config_name, version_base="1.3")(fn)
+        searchpath = [] if Path(config_dir) == CONF_DIR else [searchpath_override()]
 
         def run():
-            sys.argv = [sys.argv[0], *split_packed_overrides(sys.argv[1:])]
+            sys.argv = [sys.argv[0], *split_packed_overrides(sys.argv[1:]), *searchpath]
             try:
                 return wrapped()
             except (SystemExit, KeyboardInterrupt) as exc:
@@ -63,3 +73,28 @@ def hydra_main(config_name: str) -> Callable:
         return run
 
     return decorate
+
+
+def command_line_overrides() -> list[str]:
+    """The Hydra overrides of the running entry point (empty when called as a library)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # HydraConfig not set: not under @hydra.main
+        return []
+
+
+def adopt_recorded_task(cfg, run_id: str | None) -> bool:
+    """Replace `cfg.task` with the task settings `run_id` recorded, unless the command line changed the task:
+    `register` and `evaluate` score a model on the data it was trained on. Returns whether it did."""
+    from omegaconf import OmegaConf, open_dict
+
+    from pipelines.tracking.lineage import recorded_task
+
+    task = recorded_task(run_id, command_line_overrides())
+    if task is None:
+        return False
+    with open_dict(cfg):
+        cfg.task = OmegaConf.create(task)
+    return True

@@ -21,11 +21,12 @@ from pipelines.cli import hydra_main
 from pipelines.config import to_container
 from pipelines.data.task import Task
 from pipelines.evaluation.scoring import EvalSettings
+from pipelines.model.log import log_program_model
+from pipelines.model.spec import build_spec
 from pipelines.optimizers.budget import Budget
 from pipelines.optimizers.compile import build_optimizer, check_finetuning, check_split_sizes
 from pipelines.optimizers.run import optimize_program
 from pipelines.programs import build_program
-from pipelines.registry.model_format import build_spec, log_program_model
 from pipelines.registry.prompts import register_program_prompts
 from pipelines.session import Session
 from pipelines.tracking.model_scores import log_model_scores_from_run

@@ -24,7 +24,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
-from pipelines.cli import hydra_main
+from pipelines.cli import adopt_recorded_task, hydra_main
 from pipelines.data.task import Task
 from pipelines.evaluation.scoring import EvalSettings, evaluate_split
 from pipelines.registry.gate import Decision, decide
@@ -41,7 +41,6 @@ from pipelines.registry.versions import (
 )
 from pipelines.session import Session
 from pipelines.tracking import metric_names as names
-from pipelines.tracking.lineage import adopt_recorded_task
 from pipelines.tracking.runs import configure_tracking, git_commit, tracked_run
 from pipelines.tracking.summary import genai_surfaces
 from pipelines.tracking.summary import report as print_summary  # `report` here is the promotion report

@@ -26,11 +26,11 @@ import sys
 from omegaconf import DictConfig
 
 from pipelines.cli import hydra_main
+from pipelines.model.limits import ServingLimits
+from pipelines.model.lm_engine import ENV as LM_ENGINE_ENV
+from pipelines.model.lm_engine import checked_engine
+from pipelines.model.row_runner import CONCURRENCY_ENV
 from pipelines.serving.event_loop import LOOP_ENV, THREADS_ENV, checked_threads, loop_factory
-from pipelines.serving.limits import ServingLimits
-from pipelines.serving.lm_engine import ENV as LM_ENGINE_ENV
-from pipelines.serving.lm_engine import checked_engine
-from pipelines.serving.rows import CONCURRENCY_ENV
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import pandas as pd
 import requests
 from mlflow import MlflowClient
 
-from tests.fake_provider import FakeProvider
+from benchmarks.fake_provider import FakeProvider
 from tests.helpers import serving_champion
 
 ROOT = Path(__file__).resolve().parents[1]

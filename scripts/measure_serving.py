@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from tests.fake_provider import FakeProvider
+from benchmarks.fake_provider import FakeProvider
 from tests.helpers import serving_champion
 from tests.serving.models import KEYWORDS, PREDICT, TWO_BY_TWO, log_served_model, provider_config
 

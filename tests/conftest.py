@@ -15,13 +15,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import pipelines  # noqa: F401  (sets the offline environment defaults first)
+from pipelines.cli import searchpath_override
 from pipelines.config import CONF_DIR
 
 FAKE_LM = {"_target_": "tests.fakes.fake_lm"}
 SMALL = ["task.data.train_size=16", "task.data.val_size=16", "task.data.dev_size=16", "task.data.test_size=16"]
 
 
-def compose_cfg(config_name: str, tmp_path, overrides=(), fake: bool = True) -> DictConfig:
+def compose_cfg(config_name: str, tmp_path, overrides=(), fake: bool = True, config_dir=CONF_DIR) -> DictConfig:
     store = tmp_path / "store"
     base = [
         f"tracking.uri=sqlite:///{store}/mlflow.db",
@@ -32,7 +33,9 @@ def compose_cfg(config_name: str, tmp_path, overrides=(), fake: bool = True) -> 
         "eval.display_progress=false",
     ]
     store.mkdir(parents=True, exist_ok=True)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    if config_dir != CONF_DIR:  # a root config kept elsewhere (the benchmarks') composes conf/'s groups
+        base.append(searchpath_override())
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=[*base, *SMALL, *overrides])
     if fake:
         with open_dict(cfg):

@@ -17,25 +17,8 @@ from dspy.clients.engines.base import validate_request
 from dspy.clients.provider import Provider
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
 
+from benchmarks.fake_provider import TRAVEL_RULES
 from pipelines.lm.async_engine import ThreadedAsyncEngine
-
-TRAVEL_RULES = {
-    "refund": "refund_request",
-    "money back": "refund_request",
-    "cancel": "cancel_booking",
-    "seat": "change_seat",
-    "bag": "baggage_policy",
-    "luggage": "lost_luggage",
-    "suitcase": "lost_luggage",
-    "check in": "check_in",
-    "check-in": "check_in",
-    "boarding pass": "check_in",
-    "status": "flight_status",
-    "delayed": "flight_status",
-    "on time": "flight_status",
-    "book": "book_flight",
-    "flight to": "book_flight",
-}
 
 
 class KeywordEngine:

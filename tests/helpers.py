@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from pipelines.bench.serve_process import free_port, serve_process  # noqa: F401  (free_port: for tests)
+from benchmarks.serve_process import free_port, serve_process  # noqa: F401  (free_port: for tests)
 
 
 def wait_for_ping(url: str, proc, timeout: float = 180.0) -> None:

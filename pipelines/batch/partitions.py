@@ -26,7 +26,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 ERROR_CHARS = 2000  # an error message is for a human reading one row, not a traceback
-# The statuses `pipelines.serving.errors.serving_error` gives an LM that is down, rate-limited or timed out.
+# The statuses `pipelines.model.errors.serving_error` gives an LM that is down, rate-limited or timed out.
 TRANSIENT = frozenset({"TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 

@@ -3,7 +3,7 @@
 Keys never enter config: a provider config names the environment variable that holds its key
 (`api_key_env: OPENAI_API_KEY`) and the key is read here, at build time, into the in-memory LM only.
 MLflow's DSPy tracing drops `api_key` from span attributes, and our model format (see
-`pipelines.registry.model_format`) stores this config, not the LM object, so the key stays in the environment.
+`pipelines.model`) stores this config, not the LM object, so the key stays in the environment.
 The key's value is also registered with `pipelines.lm.secrets`, which scrubs it from error text (a provider
 may echo it back) before that text reaches a trace, a tag, a log or a results table.
 

@@ -59,7 +59,7 @@ def resolve_version(uri: str) -> ModelVersion | None:
 
 
 def load_program(uri: str) -> LoadedProgram:
-    """Load a model logged by `pipelines.registry.model_format` and hand back its DSPy program, LM and adapter."""
+    """Load a model logged by `pipelines.model` and hand back its DSPy program, LM and adapter."""
     try:
         version = resolve_version(uri)
     except MlflowException as exc:
@@ -155,3 +155,15 @@ def record_predictions(version: ModelVersion, split: str, digest: str, run_id: s
     client = MlflowClient()
     for key, value in {"digest": digest, "table_run": run_id, "table": path, "score": f"{score:.6f}"}.items():
         client.set_model_version_tag(version.name, version.version, f"eval.{split}.{key}", value)
+
+
+def source_run_id(model_uri: str) -> str | None:
+    """The run that logged the model behind `runs:/ID/...`, `models:/NAME@alias`, `models:/NAME/N`, `models:/m-ID`."""
+    if model_uri.startswith("runs:/"):
+        return model_uri[len("runs:/") :].split("/", 1)[0]
+    version = resolve_version(model_uri)
+    if version is not None:
+        return version.run_id
+    if model_uri.startswith("models:/m-"):
+        return MlflowClient().get_logged_model(model_uri[len("models:/") :].split("/", 1)[0]).source_run_id
+    return None

@@ -35,10 +35,10 @@ from mlflow.genai.agent_server import AgentServer, get_invoke_function, invoke, 
 from mlflow.pyfunc import ResponsesAgent
 from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse, ResponsesAgentStreamEvent
 
+from pipelines.model.errors import serving_error
+from pipelines.model.pyfunc import DSPyProgramModel
+from pipelines.model.streaming import StreamResponse, stream_program
 from pipelines.programs.asynchronous import is_async
-from pipelines.registry.model_format import DSPyProgramModel
-from pipelines.serving.errors import serving_error
-from pipelines.serving.streaming import StreamResponse, stream_program
 
 MODEL_ENV = "PIPELINES_SERVE_MODEL_URI"
 TIMEOUT_ENV = "PIPELINES_SERVE_TIMEOUT"
@@ -143,10 +143,10 @@ async def _status_of_the_cause(request: Request, exc: HTTPException):
     """MLflow's agent server turns every exception of a handler into a 500, raised while handling it: the
     original is the HTTPException's `__context__`. A bad input (ours: `BadRequest`, or the model's
     `MlflowException` with a 4xx code, e.g. a guard's refusal) is the caller's fault, and an LM failure has
-    its own 5xx (`pipelines.serving.errors`): answer with that status and the cause's message."""
+    its own 5xx (`pipelines.model.errors`): answer with that status and the cause's message."""
     from mlflow.exceptions import MlflowException
 
-    from pipelines.serving.errors import serving_error
+    from pipelines.model.errors import serving_error
 
     cause = exc.__context__
     if exc.status_code == 500 and isinstance(cause, BadRequest):

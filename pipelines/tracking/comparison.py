@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 from mlflow import MlflowClient
 
-from pipelines.evaluation.plots import PlotlySource, figures_html, plotly_js_source
+from pipelines.tracking.html_report import PlotlySource, figures_html, plotly_js_source
 
 COLUMNS = {
     "tags.optimizer": "optimizer",

@@ -1,4 +1,4 @@
-"""The quality benchmark end to end on the fake LM and tiny splits: the real `conf/bench.yaml`, shrunk."""
+"""The quality benchmark end to end on the fake LM and tiny splits: the real `benchmarks/conf/bench.yaml`, shrunk."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.bench.quality import quality
+from benchmarks.quality import quality
 
 TINY = [
     "task=travel_intents",
@@ -50,7 +50,7 @@ def test_unknown_recipe_is_refused_before_any_lm_call(make_cfg, tmp_path):
 
 
 def test_agreement_compares_served_answers_row_by_row(bench_cfg, tmp_path, monkeypatch):
-    import pipelines.bench.agreement as agreement_mod
+    import benchmarks.agreement as agreement_mod
 
     quality(bench_cfg)
     report = json.loads((tmp_path / "bench" / "bench.json").read_text())

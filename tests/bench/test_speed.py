@@ -1,5 +1,6 @@
-"""The speed benchmark end to end at smoke size: the real `conf/bench_speed.yaml`, shrunk, the fake LM throughout
-(and the embedded model for the engine row, a couple of tokens). Properties of the output, never its timings."""
+"""The speed benchmark end to end at smoke size: the real `benchmarks/conf/bench_speed.yaml`, shrunk, the fake
+LM throughout (and the embedded model for the engine row, a couple of tokens). Properties of the output, never
+its timings."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import math
 
 import pytest
 
-from pipelines.bench.engine_speed import call_by_call
-from pipelines.bench.speed import speed
+from benchmarks.engine_speed import call_by_call
+from benchmarks.speed import speed
 
 SMOKE = [
     "repeats=1",

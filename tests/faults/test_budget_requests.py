@@ -6,6 +6,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from benchmarks.fake_provider import FakeProvider
 from pipelines.data.task import Task
 from pipelines.optimize import optimize
 from pipelines.optimizers.budget import Budget
@@ -14,7 +15,6 @@ from pipelines.optimizers.run import compile_within_budget
 from pipelines.programs import build_program
 from pipelines.session import Session
 from pipelines.tracking.runs import configure_tracking
-from tests.fake_provider import FakeProvider
 
 N = 5
 

@@ -11,13 +11,13 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from benchmarks.fake_provider import FakeProvider
 from pipelines.config import REDACTED
 from pipelines.evaluation.scoring import EvaluationFailed
 from pipelines.lm import provider_lm
 from pipelines.register import register
 from pipelines.registry.versions import RegistryError
 from pipelines.train import train
-from tests.fake_provider import FakeProvider
 from tests.helpers import files_containing
 
 KEY = "fk-7Q2-leaky-SENTINEL-93ad"  # no pattern LiteLLM's own redaction knows: only ours can catch it

@@ -2,7 +2,7 @@
 
 The tracking server is the project's own `scripts/tracking_server.sh` (what `make server` runs), in a
 throwaway directory on free ports, stopped by PID at the end. Skipped only where PostgreSQL is not
-installed. The LM is `tests.fake_provider.FakeProvider` on loopback, reached over HTTP through LiteLLM like
+installed. The LM is `benchmarks.fake_provider.FakeProvider` on loopback, reached over HTTP through LiteLLM like
 any provider LM.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.fake_provider import FakeProvider
 from pipelines.config import PROJECT_ROOT
-from tests.fake_provider import FakeProvider
 
 SCRIPT = PROJECT_ROOT / "scripts" / "tracking_server.sh"
 FAKE_LATENCY_S = 0.01  # per LM request: small, so 2,000 rows score in well under a minute on 2 cores

@@ -205,7 +205,7 @@ def test_a_failed_weight_step_fails_the_run_with_the_reason(make_cfg):
 
 
 def test_a_program_on_a_provider_hosted_fine_tune_records_its_model_id():
-    from pipelines.registry.model_format import attach_finetuned_weights
+    from pipelines.model.finetuned import attach_finetuned_weights
 
     program = dspy.Predict("text -> label")
     program.lm = dspy.LM("openai/ft:gpt-4o-mini:org::abc", cache=False)
@@ -215,7 +215,8 @@ def test_a_program_on_a_provider_hosted_fine_tune_records_its_model_id():
 
 
 def test_a_program_on_a_local_fine_tune_carries_its_lora_file(tmp_path):
-    from pipelines.registry.model_format import LORA_ARTIFACT, attach_finetuned_weights
+    from pipelines.model.finetuned import attach_finetuned_weights
+    from pipelines.model.spec import LORA_ARTIFACT
 
     lora = tmp_path / "ab12.gguf"
     lora.write_bytes(b"GGUF")

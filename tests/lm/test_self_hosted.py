@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.fake_provider import FakeProvider
 from pipelines.lm import provider_lm
 from pipelines.lm.usage import count_requests
-from tests.fake_provider import FakeProvider
 
 QUESTION = "I want a refund"
 ANSWER = ['{"label": "refund_request"}']  # what the fake answers it (tests.fakes.TRAVEL_RULES)

@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 from pipelines.config import CONF_DIR
 from pipelines.data.contract import Contract
 from pipelines.lm.json_adapter import JSONAdapter
+from pipelines.model.log import log_program_model
+from pipelines.model.spec import build_spec
 from pipelines.programs import NeighbourTally, build_program
 from pipelines.programs.neighbour_tally import TALLY_FIELD
-from pipelines.registry.model_format import build_spec, log_program_model
 from tests.fakes import fake_lm
 from tests.programs.test_retrieved_demos import CONTRACT, QUERIES, pool
 

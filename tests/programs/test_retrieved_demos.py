@@ -17,8 +17,9 @@ from omegaconf import OmegaConf
 from pipelines.config import CONF_DIR
 from pipelines.data.contract import Contract
 from pipelines.lm.json_adapter import JSONAdapter
+from pipelines.model.log import log_program_model
+from pipelines.model.spec import build_spec
 from pipelines.programs import RetrievedDemos, build_program
-from pipelines.registry.model_format import build_spec, log_program_model
 from tests.fakes import fake_lm
 
 LABELS = ["card_arrival", "exchange_rate", "pin_blocked"]

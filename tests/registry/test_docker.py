@@ -13,9 +13,10 @@ from packaging.requirements import Requirement
 
 from pipelines.config import PROJECT_ROOT
 from pipelines.data.contract import Contract
+from pipelines.model.log import log_program_model, project_requirements
+from pipelines.model.spec import build_spec
 from pipelines.programs import SingleStep
 from pipelines.register import register
-from pipelines.registry.model_format import build_spec, log_program_model, project_requirements
 from pipelines.train import train
 from tests.helpers import files_containing
 
@@ -58,7 +59,7 @@ def test_the_champions_dockerfile_holds_the_model_its_code_and_pinned_requiremen
     dockerfile = (out / "Dockerfile").read_text()
     assert "COPY model_dir /opt/ml/model" in dockerfile
     model = out / "model_dir"
-    assert (model / "MLmodel").exists() and (model / "code" / "pipelines" / "registry" / "model_format.py").exists()
+    assert (model / "MLmodel").exists() and (model / "code" / "pipelines" / "model" / "pyfunc.py").exists()
     requirements = [r for r in (model / "requirements.txt").read_text().splitlines() if r.strip()]
     # Everything pinned; an LM behind an API (the fake here) needs no llama.cpp, weights, or training stack.
     assert all("==" in r or "<" in r for r in requirements), requirements

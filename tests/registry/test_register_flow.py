@@ -15,13 +15,14 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
 import pipelines.optimizers.run as optimizer_run
 import pipelines.register as register_mod
+from pipelines import cli
+from pipelines.cli import adopt_recorded_task
 from pipelines.config import PROJECT_ROOT
 from pipelines.data.task import Task
 from pipelines.evaluate import evaluate
 from pipelines.register import register
 from pipelines.registry.versions import existing_version, get_alias
-from pipelines.tracking import lineage
-from pipelines.tracking.lineage import adopt_recorded_task, task_overridden
+from pipelines.tracking.lineage import task_overridden
 from pipelines.tracking.runs import configure_tracking
 from pipelines.train import train
 from tests.fakes import KeywordEngine
@@ -316,10 +317,10 @@ def test_register_adopts_the_source_runs_task_settings(make_cfg, monkeypatch, tm
 
     # A command-line task override wins over the recorded task settings.
     cfg = make_cfg("register")
-    monkeypatch.setattr(lineage, "command_line_overrides", lambda: ["task.data.dev_size=4"])
+    monkeypatch.setattr(cli, "command_line_overrides", lambda: ["task.data.dev_size=4"])
     assert adopt_recorded_task(cfg, challenger.run_id) is False
     assert cfg.task.data.dev_size == 16
-    monkeypatch.setattr(lineage, "command_line_overrides", lambda: ["registry.gate.alpha=0.1"])
+    monkeypatch.setattr(cli, "command_line_overrides", lambda: ["registry.gate.alpha=0.1"])
     assert adopt_recorded_task(cfg, None) is False
 
     # As the register main does it: the task the challenger was trained with, so dev is its 8 rows.

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from benchmarks.fake_provider import FakeProvider
 from pipelines.evaluate import evaluate
 from pipelines.register import register
 from pipelines.train import train
-from tests.fake_provider import FakeProvider
 from tests.helpers import files_containing
 
 SENTINEL = "sk-SENTINEL-7f3a9c1e5b2d4a6f"

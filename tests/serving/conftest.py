@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fake_provider import FakeProvider
+from benchmarks.fake_provider import FakeProvider
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ import mlflow
 from omegaconf import OmegaConf
 
 from pipelines.data.contract import Contract
+from pipelines.model.log import log_program_model
+from pipelines.model.spec import build_spec
 from pipelines.programs import build_program
-from pipelines.registry.model_format import build_spec, log_program_model
 
 INTENTS = ["lost_luggage", "refund_request", "cancel_booking", "book_flight"]
 # A word the fakes map to each intent (`tests.fakes.TRAVEL_RULES`): rows whose right answers differ.

@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 
 from pipelines.lm.json_adapter import JSONAdapter
 from pipelines.lm.llama_engine import LlamaCppEngine
+from pipelines.model.row_runner import CONCURRENCY_ENV, row_concurrency, run_rows
 from pipelines.programs import SingleStep
 from pipelines.serve import serve_command, serve_environment
-from pipelines.serving.rows import CONCURRENCY_ENV, row_concurrency, run_rows
 from tests.helpers import serving_champion
 from tests.serving.models import KEYWORDS, PREDICT, TWO_BY_TWO, log_served_model, provider_config
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.serving.errors import serving_error
-from pipelines.serving.rows import SERVER_TIMEOUT_ENV, DeadlinePassed, request_deadline, run_rows
+from pipelines.model.errors import serving_error
+from pipelines.model.row_runner import SERVER_TIMEOUT_ENV, DeadlinePassed, request_deadline, run_rows
 
 
 class Clock:

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.pyfunc import scoring_server
 
+from pipelines.model.limits import ServingLimits
 from pipelines.serve import serve_environment
 from pipelines.serving.event_loop import LOOP_ENV, THREADS_ENV, loop_factory, request_threads
-from pipelines.serving.limits import ServingLimits
 from tests.serving.models import PREDICT, log_served_model, provider_config
 from tests.serving.test_upstream_errors import INTENTS
 

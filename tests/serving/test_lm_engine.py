@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.model.lm_engine import ENV, served_lm_config
 from pipelines.serve import serve_environment
-from pipelines.serving.lm_engine import ENV, served_lm_config
 
 PROVIDER = {"_target_": "pipelines.lm.provider_lm", "model": "openai/gpt-4o-mini", "engine": "litellm"}
 

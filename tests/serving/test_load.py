@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from pipelines.bench.load import closed_loop, listening_pid, tree_rss_mb
-from tests.fake_provider import FakeProvider
+from benchmarks.fake_provider import FakeProvider
+from benchmarks.load import closed_loop, listening_pid, tree_rss_mb
 from tests.helpers import serving_champion
 from tests.serving.models import KEYWORDS, PREDICT, TWO_BY_TWO, log_served_model, provider_config
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from pipelines.serving.streaming import output_listeners
+from pipelines.model.streaming import output_listeners
 from tests.helpers import serving_champion
 from tests.serving.models import DRAFT_VERIFY, KEYWORDS, TWO_BY_TWO, log_served_model, provider_config
 
@@ -163,7 +163,7 @@ def test_an_output_guard_holds_back_the_partial_outputs(two_stage):
 def test_the_timeout_bounds_the_whole_stream_and_the_server_keeps_serving(tmp_path):
     """A stream whose LM starts at once but dribbles its answer: the server's timeout ends the stream with an
     error event (its headers left long before, so a bound on the response's start would never fire)."""
-    from tests.fake_provider import FakeProvider
+    from benchmarks.fake_provider import FakeProvider
     from tests.serving.models import PREDICT
 
     timeout_s = 4  # the first delta comes after ~3 chunks (~1.3 s); the whole answer needs ~10 s

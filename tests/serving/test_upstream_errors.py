@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.pyfunc import scoring_server
 
+from benchmarks.fake_provider import FakeProvider
 from pipelines.data.contract import Contract
 from pipelines.lm.secrets import register_secret
-from pipelines.serving.lm_engine import ENV as LM_ENGINE_ENV
-from tests.fake_provider import FakeProvider
+from pipelines.model.lm_engine import ENV as LM_ENGINE_ENV
 from tests.fakes import TRAVEL_RULES
 from tests.serving.models import PREDICT, log_served_model
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import mlflow
 from mlflow.tracing.constant import SpanAttributeKey
 
+from benchmarks.fake_provider import FakeProvider
 from pipelines.train import train
-from tests.fake_provider import FakeProvider
 
 THREADS = 32  # past MLflow's connection pool (5 + 10 overflow): the nested checkout in start_trace once deadlocked
 

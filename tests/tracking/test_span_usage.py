@@ -10,8 +10,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.tracing.constant import CostKey, SpanAttributeKey
 
+from benchmarks.fake_provider import FakeProvider
 from pipelines.train import train
-from tests.fake_provider import FakeProvider
 
 DEV = 6
 ZERO_COST = {CostKey.INPUT_COST: 0.0, CostKey.OUTPUT_COST: 0.0, CostKey.TOTAL_COST: 0.0}

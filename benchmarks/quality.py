@@ -1,10 +1,10 @@
 """`bench quality`: plain-DSPy anchors and the project's recipes on the same seeded splits, compared fairly.
 
-    python -m pipelines.bench.quality                                   # Banking77, 10 intents, 400 test rows
-    python -m pipelines.bench.quality only=[zero_shot,knn_k8]           # a subset of the recipes
-    python -m pipelines.bench.quality task=travel_intents split=dev     # any task, any split
+    python -m benchmarks.quality                                   # Banking77, 10 intents, 400 test rows
+    python -m benchmarks.quality only=[zero_shot,knn_k8]           # a subset of the recipes
+    python -m benchmarks.quality task=travel_intents split=dev     # any task, any split
 
-Every recipe (`conf/bench.yaml: recipes`, each a `program` and an `optimizer` from their config groups)
+Every recipe (`benchmarks/conf/bench.yaml: recipes`, each a `program` and an `optimizer` from their config groups)
 is compiled on `train` (and `val`, if its optimiser selects) and scored on `split` (held-out `test` by
 default) with the project's own `evaluate_program`. Reported per recipe: accuracy with a 95% bootstrap
 interval, a paired test (exact McNemar, one-sided) against the BEST anchor on the same rows, compile
@@ -25,7 +25,8 @@ from typing import Any
 import dspy
 from omegaconf import DictConfig
 
-from pipelines.bench.measure import counted_calls, peak_rss
+from benchmarks import CONF_DIR
+from benchmarks.measure import counted_calls, peak_rss
 from pipelines.cli import hydra_main
 from pipelines.data.task import Task
 from pipelines.evaluation.scoring import EvalOutcome, EvalSettings, evaluate_program
@@ -266,7 +267,7 @@ def quality(cfg: DictConfig) -> list[RecipeResult]:
     return results
 
 
-@hydra_main("bench")
+@hydra_main("bench", config_dir=CONF_DIR)
 def main(cfg: DictConfig) -> None:
     quality(cfg)
 

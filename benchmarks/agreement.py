@@ -1,6 +1,6 @@
 """Does a served model answer as the benchmark measured? Same rows in, predictions compared row by row.
 
-    python -m pipelines.bench.agreement outputs/bench/<run>/bench.json knn_k8 http://127.0.0.1:5001 [--rows 40]
+    python -m benchmarks.agreement outputs/bench/<run>/bench.json knn_k8 http://127.0.0.1:5001 [--rows 40]
 
 Posts each scored row's inputs (kept in `bench.json`) to `/invocations` of `mlflow models serve` (one row a
 request: a slow row never hits the server's timeout for the others) and counts the rows whose answer
@@ -41,7 +41,7 @@ def agreement(report: dict, recipe: str, url: str, rows: int | None = None) -> t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("report", type=Path, help="bench.json written by pipelines.bench.quality")
+    parser.add_argument("report", type=Path, help="bench.json written by benchmarks.quality")
     parser.add_argument("recipe", help="the recipe whose predictions the served model should reproduce")
     parser.add_argument("url", help="the model server, e.g. http://127.0.0.1:5001")
     parser.add_argument("--rows", type=int, default=None, help="only the first N rows (default: all)")

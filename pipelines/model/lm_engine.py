@@ -12,7 +12,7 @@ through LiteLLM against a fake answering at once, and 0.75-1.6 ms on DSPy's engi
 0.1 s fake provider, 16 clients got 111-124 req/s on `auto` against 87-103 through LiteLLM, alternated in one
 sitting (README, "Speed benchmark").
 Retries are DSPy's on every engine (it calls LiteLLM with `num_retries=0` and honours `Retry-After` itself), and
-its typed LM errors, which `pipelines.serving.errors` maps to 5xx, are the same.
+its typed LM errors, which `pipelines.model.errors` maps to 5xx, are the same.
 
 `serve` checks the name and passes it in an environment variable; the model reads it as it loads. The embedded
 model's engine is ours: `auto` leaves it as it is (DSPy calls a custom engine directly), and naming `litellm` or

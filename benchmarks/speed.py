@@ -1,10 +1,10 @@
 """`bench speed`: what the project costs in time, each figure next to its anchor, as ratios.
 
-    python -m pipelines.bench.speed                                   # every measurement, 3 repeats
-    python -m pipelines.bench.speed only=[framework,cached] repeats=5
-    python -m pipelines.bench.speed engine.burners=2                  # the embedded LM beside two busy CPUs
+    python -m benchmarks.speed                                   # every measurement, 3 repeats
+    python -m benchmarks.speed only=[framework,cached] repeats=5
+    python -m benchmarks.speed engine.burners=2                  # the embedded LM beside two busy CPUs
 
-Measured side by side in one process (rows of `conf/bench_speed.yaml`; medians over `repeats`, the ratio is
+Measured side by side in one process (rows of `benchmarks/conf/bench_speed.yaml`; medians over `repeats`, the ratio is
 the median of the per-repeat ratios):
 - `engine`: a call through our llama.cpp engine and a `dspy.LM` vs `llama_cpp.Llama.create_chat_completion`
   on the same GGUF file, same prompt, max tokens, temperature 0, no cache (seconds per call);
@@ -34,10 +34,11 @@ import dspy
 import mlflow
 from omegaconf import DictConfig
 
-from pipelines.bench.engine_speed import measure_contexts, measure_engine
-from pipelines.bench.eval_speed import Bench, measure_cached, measure_framework, measure_parallel
-from pipelines.bench.ratios import Row
-from pipelines.bench.served import measure_serving_and_cold_start
+from benchmarks import CONF_DIR
+from benchmarks.engine_speed import measure_contexts, measure_engine
+from benchmarks.eval_speed import Bench, measure_cached, measure_framework, measure_parallel
+from benchmarks.ratios import Row
+from benchmarks.served import measure_serving_and_cold_start
 from pipelines.cli import hydra_main
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def speed(cfg: DictConfig) -> list[Row]:
     return rows
 
 
-@hydra_main("bench_speed")
+@hydra_main("bench_speed", config_dir=CONF_DIR)
 def main(cfg: DictConfig) -> None:
     speed(cfg)
 

@@ -32,7 +32,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from pipelines.lm.secrets import scrub
-from pipelines.serving.rows import DeadlinePassed
+from pipelines.model.row_runner import DeadlinePassed
 
 MAX_MESSAGE_CHARS = 300
 

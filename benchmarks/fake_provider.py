@@ -9,9 +9,9 @@ callers get N times the throughput, and anything below that is ours.
         cfg overrides: fake.overrides()  (lm=openai_compatible lm.api_base={fake.url} lm.model=self-hosted/fake ...)
     fake.requests, fake.statuses, fake.auth, fake.times     # every request it received, failed ones included
 
-    python -m tests.fake_provider --port 8011 --latency 0.05   # the same, as a process
+    python -m benchmarks.fake_provider --port 8011 --latency 0.05   # the same, as a process
 
-Answers: every output field the JSON adapter asks for, a label by the keyword rules of `tests.fakes` (else the
+Answers: every output field the JSON adapter asks for, a label by the keyword rules `TRAVEL_RULES` (else the
 first allowed label), other fields a fixed string; usage 50 prompt + 5 completion tokens a call. A request with
 `"stream": true` gets the same answer as Server-Sent Events, a few characters per `chat.completion.chunk`: the
 first after `latency`, the rest `chunk_s` apart, like a server decoding one token at a time.
@@ -37,7 +37,25 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.fakes import TRAVEL_RULES
+# A word in the text -> its intent: the fake's answers, and the fake LM's in `tests.fakes`.
+TRAVEL_RULES = {
+    "refund": "refund_request",
+    "money back": "refund_request",
+    "cancel": "cancel_booking",
+    "seat": "change_seat",
+    "bag": "baggage_policy",
+    "luggage": "lost_luggage",
+    "suitcase": "lost_luggage",
+    "check in": "check_in",
+    "check-in": "check_in",
+    "boarding pass": "check_in",
+    "status": "flight_status",
+    "delayed": "flight_status",
+    "on time": "flight_status",
+    "book": "book_flight",
+    "flight to": "book_flight",
+}
+
 
 # JSONAdapter lists the outputs in its system message: "1. `label` (Literal['a', 'b'])".
 _OUTPUT_FIELD = re.compile(r"^\d+\. `(\w+)` \(([^)\n]*)\)", re.M)

@@ -17,7 +17,7 @@ from typing import Any
 import dspy
 import mlflow
 
-from pipelines.bench.ratios import Row
+from benchmarks.ratios import Row
 
 
 @dataclass

@@ -12,7 +12,7 @@ Once the model has loaded, the serving process also freezes its heap (`gc.freeze
 DSPy, LiteLLM, MLflow and pandas leave behind at import are never scanned again. Python's full collection
 walks all of them (~300 ms measured, holding the GIL, so every request in the worker waits), and request
 garbage triggers them under load: with the freeze, 16 clients' p99 went from 0.37-0.40 s to
-0.23-0.25 s (`python -m pipelines.bench.speed only=[serving] serving.clients=[16] serving.workers=2`).
+0.23-0.25 s (`python -m benchmarks.speed only=[serving] serving.clients=[16] serving.workers=2`).
 
 A model loaded anywhere else (evaluate, a notebook, Spark) finds no variables and changes nothing.
 """

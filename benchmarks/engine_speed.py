@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import dspy
 
-from pipelines.bench.ratios import Row
+from benchmarks.ratios import Row
 
 
 def timed(fn, prompt: str) -> float:

@@ -27,12 +27,13 @@ import dspy
 import mlflow
 import requests
 
-from pipelines.bench.eval_speed import Bench
-from pipelines.bench.load import closed_loop, tree_cpu_s
-from pipelines.bench.ratios import Row
-from pipelines.bench.serve_process import serve_process
+from benchmarks.eval_speed import Bench
+from benchmarks.load import closed_loop, tree_cpu_s
+from benchmarks.ratios import Row
+from benchmarks.serve_process import serve_process
 from pipelines.config import PROJECT_ROOT
-from pipelines.registry.model_format import build_spec, log_program_model
+from pipelines.model.log import log_program_model
+from pipelines.model.spec import build_spec
 from pipelines.tracking.runs import ensure_store
 
 BOUNDS = {16: 0.8}  # the issue's: 16 clients get at least 0.8 of the ideal throughput through a provider LM

@@ -6,6 +6,6 @@ way for custom pyfunc models); the state lives in the model's `program.json` and
 
 from mlflow.models import set_model
 
-from pipelines.registry.model_format import DSPyProgramModel
+from pipelines.model.pyfunc import DSPyProgramModel
 
 set_model(DSPyProgramModel())
