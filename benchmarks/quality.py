@@ -225,8 +225,8 @@ def quality(cfg: DictConfig) -> list[RecipeResult]:
     """The entry function: config in, LMs and task built once, every selected recipe run and reported."""
     from hydra.utils import instantiate
 
+    from pipelines.cli import tracked_run
     from pipelines.config import to_container
-    from pipelines.tracking.runs import tracked_run
 
     dspy.configure_cache(disk_cache_dir=str(cfg.paths.dspy_cache_dir))
     lm = instantiate(cfg.lm)

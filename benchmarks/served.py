@@ -34,7 +34,7 @@ from benchmarks.serve_process import serve_process
 from pipelines.config import PROJECT_ROOT
 from pipelines.model.log import log_program_model
 from pipelines.model.spec import build_spec
-from pipelines.tracking.runs import ensure_store
+from pipelines.tracking.store import ensure_store
 
 BOUNDS = {16: 0.8}  # the issue's: 16 clients get at least 0.8 of the ideal throughput through a provider LM
 # The least any process answering through this stack pays before its first line of our code runs.

@@ -105,7 +105,7 @@ def speed(cfg: DictConfig) -> list[Row]:
     from pipelines.data.task import Task
     from pipelines.lm.llama_engine import LlamaCppEngine
     from pipelines.programs import build_program
-    from pipelines.tracking.runs import ensure_store
+    from pipelines.tracking.store import ensure_store
 
     logging.getLogger("LiteLLM").setLevel(logging.WARNING)  # a line per fake call would bury the table
     which = set(cfg.only) if cfg.get("only") else set(MEASUREMENTS)

@@ -24,8 +24,9 @@ _OFFLINE_DEFAULTS = {
     "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "-1",  # SQLAlchemy: no limit (see above)
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
-    # llama.cpp's OpenMP threads spin while waiting by default; on a shared CPU the spinning loses the
-    # core to other work and a call on the main thread slowed 2-6x. Passive waiting removes that.
+    # llama.cpp's OpenMP threads spin while waiting by default; on a shared CPU the spinning takes the core
+    # from other work, the main thread's calls included (`python -m benchmarks.speed only=[engine]
+    # engine.burners=2` measures a call beside busy CPUs). Passive waiting removes that.
     "OMP_WAIT_POLICY": "PASSIVE",
 }
 for _key, _value in _OFFLINE_DEFAULTS.items():

@@ -16,7 +16,8 @@ import mlflow
 from omegaconf import DictConfig
 
 from pipelines.cli import hydra_main
-from pipelines.tracking.runs import ensure_store, mark_stale_runs
+from pipelines.tracking.liveness import mark_stale_runs
+from pipelines.tracking.store import ensure_store
 
 log = logging.getLogger(__name__)
 

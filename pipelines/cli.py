@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
+import mlflow
+from omegaconf import DictConfig
 
-from pipelines.config import CONF_DIR
+from pipelines.config import CONF_DIR, to_container
+from pipelines.tracking.runs import run_tags, started_run
 
 _HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "--info", "-c", "--help", "--hydra-help")
 
@@ -64,7 +68,7 @@ def hydra_main(config_name: str, config_dir: Path = CONF_DIR) -> Callable:
             try:
                 return wrapped()
             except (SystemExit, KeyboardInterrupt) as exc:
-                from pipelines.tracking.runs import exit_if_signalled  # imported by every entry point anyway
+                from pipelines.tracking.signals import exit_if_signalled  # imported by every entry point anyway
 
                 exit_if_signalled(exc)
                 raise
@@ -98,3 +102,32 @@ def adopt_recorded_task(cfg, run_id: str | None) -> bool:
     with open_dict(cfg):
         cfg.task = OmegaConf.create(task)
     return True
+
+
+def check_split_names(cfg: DictConfig) -> None:
+    """`eval.split` and `report_splits` name split roles; refuse any other name, listing the roles."""
+    from pipelines.data.splits import SPLITS, DataError
+
+    named = {"eval.split": [cfg.eval.split]} if "eval" in cfg and cfg.eval.get("split") else {}
+    if cfg.get("report_splits") is not None:
+        named["report_splits"] = list(cfg.report_splits)
+    for key, splits in named.items():
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown:
+            raise DataError(f"{key}: unknown split(s) {unknown}; choose from {list(SPLITS)}")
+
+
+@contextmanager
+def tracked_run(cfg: DictConfig, entry: str, run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Start (or, under `mlflow run`, resume) the run for one entry point and record its config.
+
+    The entry points' one unpacking of `cfg` for a run: the tracking settings and the few names it tags."""
+    check_split_names(cfg)  # a typo in a split name fails here, before the run spends anything
+    tags = run_tags(
+        entry,
+        task=cfg.task.name if "task" in cfg else None,
+        optimizer=cfg.optimizer.name if "optimizer" in cfg and entry in ("train", "optimize") else None,
+        lm=cfg.lm.get("model") if "lm" in cfg else None,
+    )
+    with started_run(cfg.tracking, run_name, tags, to_container(cfg)) as run:
+        yield run

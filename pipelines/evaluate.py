@@ -21,7 +21,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from pipelines.cli import adopt_recorded_task, hydra_main
+from pipelines.cli import adopt_recorded_task, hydra_main, tracked_run
 from pipelines.data.task import Task
 from pipelines.evaluation.genai import log_genai_evaluation, split_dataset
 from pipelines.evaluation.plots import classification_figures, latency_figure
@@ -33,7 +33,7 @@ from pipelines.registry.versions import load_program, source_run_id
 from pipelines.session import Session
 from pipelines.tracking.html_report import figures_html, plotly_js_source
 from pipelines.tracking.model_scores import log_model_score
-from pipelines.tracking.runs import configure_tracking, tracked_run
+from pipelines.tracking.store import configure_tracking
 from pipelines.tracking.summary import genai_surfaces, report
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def evaluate(
     settings = EvalSettings.from_config(cfg.eval, cfg.get("guard"), cfg.get("tracking"))
     split = split or cfg.eval.split
     model_uri = None if fresh else (model_uri or default_model_uri(cfg))
-    surfaces = genai_surfaces(cfg)
+    surfaces = genai_surfaces(cfg.tracking)
     # With the GenAI evaluation on, its scorer puts the score on each trace: scoring it here too doubled it.
     settings = replace(settings, score_traces=not surfaces)
     with tracked_run(cfg, "evaluate", run_name=cfg.run_name or f"evaluate-{cfg.task.name}-{split}") as run:
@@ -162,7 +162,7 @@ def main(cfg: DictConfig) -> float:
         configure_tracking(cfg.tracking)
         adopt_recorded_task(cfg, source_run_id(cfg.model_uri or default_model_uri(cfg)))
     result = evaluate(cfg, model_uri=cfg.model_uri, fresh=cfg.fresh)
-    report([result.run_id], note=genai_surfaces(cfg))
+    report([result.run_id], note=genai_surfaces(cfg.tracking))
     return result.score
 
 

@@ -43,7 +43,7 @@ def run_main(cfg: DictConfig):
 @hydra_main("main")
 def main(cfg: DictConfig) -> float:
     trained, tested, registered = run_main(cfg)
-    report([trained.run_id, tested.run_id, registered.run_id], note=genai_surfaces(cfg))
+    report([trained.run_id, tested.run_id, registered.run_id], note=genai_surfaces(cfg.tracking))
     return trained.selection_score  # a validation score: what a sweeper may optimise
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import mlflow
 from omegaconf import DictConfig
 
-from pipelines.cli import hydra_main
+from pipelines.cli import hydra_main, tracked_run
 from pipelines.config import to_container
 from pipelines.data.task import Task
 from pipelines.evaluation.scoring import EvalSettings
@@ -31,7 +31,6 @@ from pipelines.registry.prompts import register_program_prompts
 from pipelines.session import Session
 from pipelines.tracking.model_scores import log_model_scores_from_run
 from pipelines.tracking.program_card import log_program
-from pipelines.tracking.runs import tracked_run
 from pipelines.tracking.summary import genai_surfaces, report
 
 log = logging.getLogger(__name__)
@@ -88,7 +87,7 @@ def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "opti
             guard_config=to_container(cfg.guard) if cfg.get("guard") else None,
         )
         example = task.splits.frame(cfg.report_splits[0])[task.contract.input_names].head(2)
-        surfaces = genai_surfaces(cfg)
+        surfaces = genai_surfaces(cfg.tracking)
         prompts = (
             register_program_prompts(
                 result.program, str(cfg.registry.name), lm_config=model_spec["lm"], message=f"{run_name} ({entry})"
@@ -106,7 +105,7 @@ def optimize(cfg: DictConfig, session: Session | None = None, entry: str = "opti
 @hydra_main("optimize")
 def main(cfg: DictConfig) -> float:
     result = optimize(cfg)
-    report([result.run_id], note=genai_surfaces(cfg))
+    report([result.run_id], note=genai_surfaces(cfg.tracking))
     return result.selection_score
 
 

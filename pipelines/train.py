@@ -24,7 +24,7 @@ def train(cfg: DictConfig, session: Session | None = None) -> OptimizeResult:
 @hydra_main("train")
 def main(cfg: DictConfig) -> float:
     result = train(cfg)
-    report([result.run_id], note=genai_surfaces(cfg))
+    report([result.run_id], note=genai_surfaces(cfg.tracking))
     return result.selection_score
 
 

@@ -22,7 +22,7 @@ N_RESAMPLES = 2000
 
 
 def _bootstrap(data: tuple[np.ndarray, ...], statistic: Callable, confidence: float, seed: int, n: int):
-    from scipy.stats import bootstrap  # imported on first use: scipy.stats costs ~0.5 s at start-up
+    from scipy.stats import bootstrap  # imported on first use: scipy.stats is slow to import
 
     return bootstrap(
         data,

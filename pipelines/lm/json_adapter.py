@@ -8,11 +8,11 @@ assistant rendering (here: the JSON object).
 
 Response format: before every call DSPy's JSONAdapter asks the LM's capabilities and, where the LM takes a schema,
 builds a Pydantic model of the signature's outputs and its JSON schema. Both depend only on the signature, the
-adapter's tool-calling setting and the LM's model and engine, yet cost 1.0-1.7 ms of CPU a `dspy.Predict` call
-with a hosted model's name (2.7-3.0 ms against 1.4-1.7 with them kept; 16% of a serving worker's GIL-held samples
-under 16 clients, py-spy), and with a model name DSPy's metadata does not know
-(a self-hosted server) the capability lookup scans the whole table. Here the format DSPy chooses is kept per
-signature (weakly: a signature that goes away takes its entry with it), LM class, model and engine.
+adapter's tool-calling setting and the LM's model and engine, yet are rebuilt on every `dspy.Predict` call, a
+large share of a serving worker's CPU per call (`python -m benchmarks.speed only=[serving]` measures it), and with
+a model name DSPy's metadata does not know (a self-hosted server) the capability lookup scans the whole table. Here
+the format DSPy chooses is kept per signature (weakly: a signature that goes away takes its entry with it), LM
+class, model and engine.
 
 Traces: one `JSONAdapter.format` and one `JSONAdapter.parse` span per LM call (DSPy's subclassing traced them three
 and two times; see the end of this file).
@@ -71,7 +71,7 @@ class JSONAdapter(dspy.JSONAdapter):
 # One callback layer each around format() and parse(). DSPy wraps both with its callbacks in every adapter subclass
 # as the subclass is defined (`Adapter.__init_subclass__`), whether it overrides them or not, so each level of
 # subclassing adds a layer: under MLflow's autolog one LM call traced three nested `JSONAdapter.format` spans and two
-# `JSONAdapter.parse` spans, each a write of its own to the tracking store (about 15 ms a span on sqlite, measured).
+# `JSONAdapter.parse` spans, each a write of its own to the tracking store.
 # The same implementation, wrapped once.
 JSONAdapter.format = with_callbacks(inspect.unwrap(dspy.JSONAdapter.format))
 JSONAdapter.parse = with_callbacks(inspect.unwrap(dspy.JSONAdapter.parse))

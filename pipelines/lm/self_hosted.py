@@ -4,12 +4,12 @@
 
 DSPy reads a model name's prefix as the provider whose metadata prices each call and describes the model. Under
 `openai/<served name>` a model on your own box is looked up in OpenAI's entries after every call: a name OpenAI does
-not list makes each lookup scan DSPy's whole metadata table (0.34-0.36 ms against 0.02 ms for a listed name, by
-`timeit`; in a served model at 16 clients, 22.8% of the workers' GIL time in a py-spy profile), and a name OpenAI does
-list would be priced at OpenAI's rates. `lm.self_hosted: true` declares the prefix (`self-hosted` above, or any
-name of your own) with DSPy's public `dspy.lm15.register_provider`: an OpenAI chat server at `api_base` whose models
-no metadata describes (`metadata_namespaces=()`), so nothing prices them and no lookup runs. Every engine reaches
-it: DSPy's own HTTP client, and LiteLLM through its generic OpenAI door at the same address.
+not list makes each lookup scan DSPy's whole metadata table (a served model pays it on every call, holding the GIL:
+`python -m benchmarks.speed only=[serving]`), and a name OpenAI does list would be priced at OpenAI's rates.
+`lm.self_hosted: true` declares the prefix (`self-hosted` above, or any name of your own) with DSPy's public
+`dspy.lm15.register_provider`: an OpenAI chat server at `api_base` whose models no metadata describes
+(`metadata_namespaces=()`), so nothing prices them and no lookup runs. Every engine reaches it: DSPy's own HTTP
+client, and LiteLLM through its generic OpenAI door at the same address.
 
 Declaring is per process and idempotent. The declaration is rebuilt from the LM config wherever a model loads
 (training, `evaluate`, a serving worker), so nothing but the config travels with a registered model.

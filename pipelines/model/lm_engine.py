@@ -7,10 +7,9 @@
 A registered model keeps the LM config it was trained with: LiteLLM, the route to every provider and what
 `budget.max_lm_calls` counts requests through while training. A server spends no budget, and on a small machine its
 CPU is what bounds throughput, so `serve` lets DSPy pick the engine, as `dspy.LM` does by default (`engine="auto"`):
-its own HTTP client (`lm15`) for what that can send, LiteLLM for the rest. A `dspy.LM` call costs 5.5-7 ms of CPU
-through LiteLLM against a fake answering at once, and 0.75-1.6 ms on DSPy's engine; served on two workers at a
-0.1 s fake provider, 16 clients got 111-124 req/s on `auto` against 87-103 through LiteLLM, alternated in one
-sitting (README, "Speed benchmark").
+its own HTTP client (`lm15`) for what that can send, LiteLLM for the rest. A `dspy.LM` call costs several times
+less CPU on DSPy's engine than through LiteLLM, so a served model answers more requests a second on `auto`
+(`python -m benchmarks.speed only=[serving] serving.lm_engine=litellm`, then `=auto`, compares them).
 Retries are DSPy's on every engine (it calls LiteLLM with `num_retries=0` and honours `Retry-After` itself), and
 its typed LM errors, which `pipelines.model.errors` maps to 5xx, are the same.
 

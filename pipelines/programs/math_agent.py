@@ -180,7 +180,7 @@ def tool_args_type(tools: Mapping[str, dspy.Tool]) -> typing.Any:
 class CompactReAct(dspy.ReAct):
     """`dspy.ReAct` tuned for a small model behind a JSON grammar (what the embedded 0.5B model needed).
 
-    Measured on GSM8K with the stock ReAct: the model copied the ~750-token prompt's argument *schemas*
+    Seen on GSM8K with the stock ReAct: the model copied the ~750-token prompt's argument *schemas*
     as its arguments (`{"expression": {"type": "string"}}`), named tools the prompt did not offer (an
     unparseable step ends the example), repeated one identical call until `max_iters`, and its final
     ChainOfThought restated the question until `max_tokens` ran out. Hence: a short prompt with one

@@ -24,8 +24,8 @@ class SingleStep(dspy.Module):
         super().__init__()
         contract = as_contract(signature)
         sig = contract.signature(instructions)
-        # ChainOfThought is one config switch away, but it hurts small models on classification
-        # (measured ~0.51 vs ~0.67 zero-shot on Banking77 with the 0.5B model: it loops and restates the input).
+        # ChainOfThought is one config switch away, but it hurts small models on classification: they loop and
+        # restate the input (`python -m benchmarks.quality` compares the recipes on Banking77).
         self.predict = dspy.ChainOfThought(sig) if reasoning else dspy.Predict(sig)
 
     def forward(self, **inputs) -> dspy.Prediction:

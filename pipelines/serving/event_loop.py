@@ -4,15 +4,16 @@ Nagle delay on any worker's connections.
 Request threads. MLflow's scoring server answers each request with `await asyncio.to_thread(predict, ...)`,
 on the event loop's default executor: min(32, cores + 4) threads, 6 on a 2-core machine. A request to a
 provider LM spends its time waiting on the network, so 6 threads capped a server at 6 requests in flight
-(measured: 16 clients at 0.28 of the ideal throughput), and six hung LM calls stalled every other request
-until the LM's own timeout. The embedded model answers `lm.n_contexts` calls at a time (one per llama.cpp
-context); the extra threads just wait.
+(`python -m benchmarks.speed only=[serving]` reports throughput against the ideal), and six hung LM calls stalled
+every other request until the LM's own timeout. The embedded model answers `lm.n_contexts` calls at a time (one per
+llama.cpp context); the extra threads just wait.
 
 TCP_NODELAY. With `workers` > 1, uvicorn binds the listening socket itself and hands it to each worker; it
 creates it without a protocol number (uvicorn issue #3149), and asyncio turns TCP_NODELAY on for an accepted
 connection only when the socket says IPPROTO_TCP. Nagle's algorithm then holds a response's body (uvicorn
 writes the headers first) until the client acknowledges the headers, which a client does up to 40 ms
-late: measured, one client's requests took 0.160 s at two workers against 0.119 s at one, on a 0.1 s LM.
+late (delayed ACK), so two workers answered one client slower than one worker did
+(`python -m benchmarks.speed only=[serving] serving.clients=[1] serving.workers=2`).
 Set on the listening socket, TCP_NODELAY is inherited by every connection it accepts (Linux).
 
 `serve` names this factory in `UVICORN_LOOP`, which uvicorn's command line reads (`mlflow models serve`

@@ -11,8 +11,8 @@ nothing is counted twice. It changes no DSPy setting.
 A model with no per-token price (the embedded `local/` one, a self-hosted server's: `pipelines.lm.usage.is_unpriced`)
 gets its cost, 0, set on the span, which MLflow then leaves as it is. Priced by name, your own server answering as
 `gpt-4o-mini` would cost OpenAI's rates in the traces; and each lookup of a name LiteLLM does not know imports
-LiteLLM (2.6 s), fails, and can print LiteLLM's red "Provider List" line (MLflow silences it around the lookup
-by switching a global on and off again, which rows in threads race).
+LiteLLM (seconds at start-up), fails, and can print LiteLLM's red "Provider List" line (MLflow silences it around the
+lookup by switching a global on and off again, which rows in threads race).
 
 It must run before MLflow's callback ends the span: `install` puts it first in DSPy's callback list.
 """

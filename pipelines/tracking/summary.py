@@ -34,12 +34,12 @@ _LM_CALLS = re.compile(r"(^|/)lm_calls$")
 _TOKENS = re.compile(r"(^|/)(input|output)_tokens$")
 
 
-def genai_surfaces(cfg) -> bool:
+def genai_surfaces(tracking) -> bool:
     """`tracking.genai_surfaces`: scores on logged models, prompts in the registry, run descriptions.
 
     On by default; `tracking.genai_surfaces=false` logs none of them (to measure what they cost, or for a
     store without a prompt registry). The console summary is printed either way."""
-    return bool(cfg.tracking.get("genai_surfaces", True))
+    return bool(tracking.get("genai_surfaces", True))
 
 
 def ui_base(tracking_uri: str | None = None) -> str:

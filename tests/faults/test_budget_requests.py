@@ -14,7 +14,7 @@ from pipelines.optimizers.compile import build_optimizer
 from pipelines.optimizers.run import compile_within_budget
 from pipelines.programs import build_program
 from pipelines.session import Session
-from pipelines.tracking.runs import configure_tracking
+from pipelines.tracking.store import configure_tracking
 
 N = 5
 

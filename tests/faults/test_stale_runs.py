@@ -13,15 +13,8 @@ import time
 from mlflow import MlflowClient
 
 from pipelines.config import PROJECT_ROOT
-from pipelines.tracking.runs import (
-    HOST_TAG,
-    KILLED_REASON_TAG,
-    PID_TAG,
-    START_TAG,
-    configure_tracking,
-    mark_stale_runs,
-    process_tags,
-)
+from pipelines.tracking.liveness import HOST_TAG, KILLED_REASON_TAG, PID_TAG, START_TAG, mark_stale_runs, process_tags
+from pipelines.tracking.store import configure_tracking
 from pipelines.train import train
 
 # A process that starts an entry point's run on the store in argv[1], once the file argv[2] exists, then

@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
 import pipelines.optimizers.run as optimizer_run
-import pipelines.register as register_mod
+import pipelines.registry.promotion as promotion
 from pipelines import cli
 from pipelines.cli import adopt_recorded_task
 from pipelines.config import PROJECT_ROOT
@@ -23,7 +23,7 @@ from pipelines.evaluate import evaluate
 from pipelines.register import register
 from pipelines.registry.versions import existing_version, get_alias
 from pipelines.tracking.lineage import task_overridden
-from pipelines.tracking.runs import configure_tracking
+from pipelines.tracking.store import configure_tracking
 from pipelines.train import train
 from tests.fakes import KeywordEngine
 
@@ -193,7 +193,7 @@ def test_a_failure_while_recording_leaves_no_new_version(make_cfg, monkeypatch):
 
     first = train(cfg)
     with monkeypatch.context() as patch:
-        patch.setattr(register_mod, "_record_decision", broken)
+        patch.setattr(promotion, "record_decision", broken)
         with pytest.raises(RuntimeError, match="registry went away"):
             register(cfg, run_id=first.run_id)
     assert versions_of(name) == []  # the version this run created was deleted again
@@ -209,7 +209,7 @@ def test_a_failure_while_recording_leaves_no_new_version(make_cfg, monkeypatch):
     # A challenger whose decision fails to record leaves the registry as it was: one version, same aliases.
     second = train(cfg)
     with monkeypatch.context() as patch:
-        patch.setattr(register_mod, "_record_decision", broken)
+        patch.setattr(promotion, "record_decision", broken)
         with pytest.raises(RuntimeError):
             register(cfg, run_id=second.run_id)
     assert versions_of(name) == [reg1.version]
@@ -219,7 +219,7 @@ def test_a_failure_while_recording_leaves_no_new_version(make_cfg, monkeypatch):
 
     # Re-registering the champion's run touches nothing (so nothing can fail half-way), and keeps its version.
     with monkeypatch.context() as patch:
-        patch.setattr(register_mod, "_record_decision", broken)
+        patch.setattr(promotion, "record_decision", broken)
         again = register(cfg, run_id=first.run_id)
     assert again.version == reg1.version and "already the champion" in again.reason
     assert versions_of(name) == [reg1.version]
@@ -398,7 +398,7 @@ def test_a_failure_after_the_aliases_moved_restores_them(make_cfg, monkeypatch):
         raise RuntimeError("could not point the version at its results")
 
     # The champion has no results on these 8 dev rows, so it is scored and its table recorded: that fails.
-    monkeypatch.setattr(register_mod, "record_predictions", broken)
+    monkeypatch.setattr(promotion, "record_predictions", broken)
     with pytest.raises(RuntimeError, match="could not point"):
         register(small, run_id=challenger.run_id, force=True)
     assert versions_of(reg1.name) == [reg1.version]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipelines.config import to_container
-from pipelines.tracking.runs import headline_params
+from pipelines.tracking.run_params import headline_params
 
 
 def test_an_optimising_run_logs_its_optimizer_settings_and_no_paths(make_cfg):

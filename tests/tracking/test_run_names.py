@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from pipelines.tracking.runs import configure_tracking
+from pipelines.tracking.store import configure_tracking
 from pipelines.train import train
 
 

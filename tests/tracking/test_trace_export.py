@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pipelines.tracking.runs import ASYNC_TRACES_ENV, set_trace_export
+from pipelines.tracking.store import ASYNC_TRACES_ENV, set_trace_export
 
 
 @pytest.mark.parametrize(("background", "expected"), [(True, "true"), (False, "false"), (None, "as-before")])
