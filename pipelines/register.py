@@ -8,8 +8,9 @@
 Challenger and champion are compared on the same examples (`eval.split`: dev, never the optimiser's
 valset), paired by row id, with the task and data settings the source run recorded. Per-example results
 already on record for that data digest are reused; missing ones are measured now. A first registration
-(no champion) needs no scoring. Registering a run twice reuses its version. Everything is decided before
-the registry is touched, so an interrupted `register` leaves no half-made version.
+(no champion) is held only to `registry.gate.max_error_rate` (errored or unparsed answers). Registering a run
+twice reuses its version. Everything is decided before the registry is touched, so an interrupted `register`
+leaves no half-made version.
 """
 
 from __future__ import annotations

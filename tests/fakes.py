@@ -18,6 +18,7 @@ from dspy.clients.provider import Provider
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
 
 from benchmarks.fake_provider import TRAVEL_RULES
+from pipelines.lm.async_engine import ThreadedAsyncEngine
 
 
 class KeywordEngine:
@@ -93,6 +94,29 @@ class KeywordEngine:
         pass
 
 
+class GarbageEngine(KeywordEngine):
+    """Answers every call, but in prose no adapter parses (a misconfigured server, a wrong adapter): always,
+    or only where the text holds one of the words in `only`."""
+
+    def __init__(self, *args, only=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.only = [word.lower() for word in only or []]
+
+    def complete(self, request) -> Response:
+        text = (self._field(request.messages[-1].text or "", self.field) or "").lower()
+        if self.only and not any(word in text for word in self.only):
+            return super().complete(request)
+        validate_request(request)
+        self.calls += 1
+        return Response(
+            id=f"garbage-{self.calls}",
+            model="fake",
+            message=Message.assistant((TextPart("Sure! Here is my answer: it depends."),)),
+            finish_reason="stop",
+            usage=Usage(input_tokens=10, output_tokens=8),
+        )
+
+
 def _schema(response_format) -> dict:
     if not response_format:
         return {}
@@ -130,12 +154,20 @@ def fake_lm(
     cache: bool = False,
     finetune: str | None = None,
     model: str = "fake/keyword",
+    garbage: bool | list[str] = False,
     **_,
 ) -> dspy.LM:
     """`lm._target_: tests.fakes.fake_lm` in a composed config; extra keys of the real LM config are ignored.
 
-    `finetune="ok"` / `"fail"` gives it a fake fine-tuning provider that succeeds / raises.
+    `finetune="ok"` / `"fail"` gives it a fake fine-tuning provider that succeeds / raises; `garbage=true`
+    an LM that answers every call in prose no adapter parses (`garbage=[words]`: only texts holding one).
     """
-    engine = KeywordEngine(rules or TRAVEL_RULES, default)
+    if garbage:
+        only = None if garbage is True else list(garbage)
+        engine = GarbageEngine(rules or TRAVEL_RULES, default, only=only)
+    else:
+        engine = KeywordEngine(rules or TRAVEL_RULES, default)
     provider = FakeFinetuneProvider(fail=finetune == "fail") if finetune in ("ok", "fail") else None
-    return dspy.LM(model, engine=engine, cache=cache, num_retries=0, provider=provider)
+    return dspy.LM(
+        model, engine=engine, async_engine=ThreadedAsyncEngine(engine), cache=cache, num_retries=0, provider=provider
+    )

@@ -22,7 +22,10 @@ fail, the evaluation raises `EvaluationFailed` naming the first error, so the ru
 is logged; with the default 0.0 one failed row is enough. Once the limit is crossed nothing more is sent:
 DSPy's executor stops at `max_errors` failures, set one past what our limit allows, and an example after
 the limit is refused before its program runs. An answer the adapter cannot parse (`AdapterParseError`)
-is the model's wrong answer, not a failure: it scores 0 and its prediction is empty.
+is the model's wrong answer, not a failure: it scores 0, its prediction is empty and its `parse_error`
+column says why (`<split>/parse_failures` counts them). But a split on which EVERY row raised or failed to
+parse says nothing about the program: the LM never produced a usable answer (a server answering in prose,
+a wrong adapter or chat template), and the evaluation raises `NoUsableAnswers` whatever the limit.
 
 Guards (`guard=` group, `pipelines.guards`) wrap the program when `EvalSettings.guards` holds any: inputs
 are checked before it runs, outputs after, as the served model does. The table then has a `guard` column
@@ -36,7 +39,7 @@ model that wrote it. Hits are run metrics `<split>/guard/<name>/hits` (and `/ref
     >>> outcome = evaluate_program(program, splits.examples("dev"), exact_match,
     ...                            outputs=["label"], ids=splits.ids("dev"), lm=lm)     # doctest: +SKIP
     >>> outcome.score, outcome.table.columns.tolist()                                   # doctest: +SKIP
-    (0.75, ['row_id', 'text', 'expected.label', 'predicted.label', 'score', 'latency_s', 'error'])
+    (0.75, ['row_id', 'text', 'expected.label', 'predicted.label', 'score', 'latency_s', 'error', 'parse_error'])
 """
 
 from __future__ import annotations
@@ -74,6 +77,16 @@ class EvaluationFailed(RuntimeError):
     """More rows failed than the configured error rate allows: the scores would not be the model's."""
 
 
+class NoUsableAnswers(EvaluationFailed):
+    """Every row raised or came back unparseable: the LM never produced a usable answer."""
+
+
+CHECK_LM = (
+    "the LM never produced a usable answer: check the adapter (`adapter=`: the format the model is asked to "
+    "answer in), the model (`lm=`: an instruction-tuned model, its chat template) and the server it calls"
+)
+
+
 def expected_col(field_name: str) -> str:
     return f"expected.{field_name}"
 
@@ -89,6 +102,7 @@ class EvalOutcome:
     usage: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     errors: int = 0
+    parse_failures: int = 0  # rows whose answer the adapter could not parse (scored 0, not errors)
     label_sets: dict[str, list[str]] = field(default_factory=dict)  # output label fields: per-class metrics
     trace_ids: list[str | None] = field(default_factory=list)  # per row, its MLflow trace (None: not traced)
 
@@ -110,6 +124,7 @@ class EvalOutcome:
             names.ci_high(split, role): high,
             d("examples"): float(len(self.table)),
             d("errors"): float(self.errors),
+            d("parse_failures"): float(self.parse_failures),
             d("wall_s"): self.wall_s,
         }
         if len(lat):
@@ -262,6 +277,7 @@ def evaluate_program(
     traced: bool = True,
     score_traces: bool = True,
     annotations=None,
+    split: str | None = None,
 ) -> EvalOutcome:
     """Score `program` on `examples`; `ids` (default 0..n-1) name the rows that pair results across models.
 
@@ -310,6 +326,7 @@ def evaluate_program(
                 prediction = program(**inputs)
             except AdapterParseError as exc:  # the LM answered, unreadably: a wrong answer, scored 0
                 prediction = _unanswered(span, exc)
+                prediction._parse_error = error_text(exc)
             except GuardRefused as refused:  # the guarded model's answer, not a failure: scored 0
                 prediction = _unanswered(span, refused)
                 prediction._refused, prediction._guard_hits = refused.hit.guard, [refused.hit]
@@ -363,6 +380,7 @@ def evaluate_program(
             "score": float("nan") if error else float(score),
             "latency_s": getattr(prediction, "_latency_s", None),
             "error": error,
+            "parse_error": getattr(prediction, "_parse_error", None),
         }
         if isinstance(program, Guarded):
             row["guard"] = hit_labels(getattr(prediction, "_guard_hits", []))
@@ -371,6 +389,10 @@ def evaluate_program(
     errors = sum(row["error"] is not None for row in rows)
     if errors > allowed:  # e.g. failed metrics, which DSPy's executor never sees
         raise EvaluationFailed(_failed_message(errors, len(examples), allowed, seen[0]))
+    unparsed = [row["parse_error"] for row in rows if row["parse_error"] is not None]
+    raised = [text for text, _ in failures.values()]  # the program's failures (a metric's: the LM did answer)
+    if rows and len(raised) + len(unparsed) == len(rows):
+        raise NoUsableAnswers(_unusable_message(len(rows), split, raised, unparsed))
     table = pd.DataFrame(rows)
     scores = table["score"].dropna() if len(table) else pd.Series(dtype=float)
     return EvalOutcome(
@@ -379,6 +401,7 @@ def evaluate_program(
         usage=usage.summary(),
         wall_s=wall,
         errors=errors,
+        parse_failures=len(unparsed),
         label_sets={k: v for k, v in (label_sets or {}).items() if k in outputs},
         trace_ids=trace_ids,
     )
@@ -398,6 +421,18 @@ def _failed_message(errors: int, n: int, allowed: int, first: str) -> str:
         f"evaluation failed: {errors} of {n} examples raised, more than the {allowed} that eval.max_error_rate "
         f"allows; first error: {first}"
     )
+
+
+def _unusable_message(n: int, split: str | None, raised: list[str], unparsed: list[str]) -> str:
+    rows = f"all {n} {split} rows" if split else f"all {n} rows"
+    if not raised:
+        what = f"{rows} failed to parse"
+    elif not unparsed:
+        what = f"{rows} raised"
+    else:
+        what = f"{rows} failed ({len(raised)} raised, {len(unparsed)} failed to parse)"
+    first = " ".join((raised or unparsed)[0].split())[:500]  # one line: the adapter's message spans several
+    return f"{what}: {first}; {CHECK_LM}"
 
 
 @dataclass(frozen=True)
@@ -448,4 +483,5 @@ def evaluate_split(
         traced=settings.traced,
         score_traces=settings.score_traces,
         annotations=settings.annotations,
+        split=split,
     )

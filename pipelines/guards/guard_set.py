@@ -18,8 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hydra.utils import instantiate
-
+from pipelines.config import instantiate
 from pipelines.guards.base import Guard, GuardRefused, Hit
 from pipelines.guards.tracing import guard_span, record
 

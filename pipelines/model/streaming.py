@@ -25,6 +25,8 @@ import dspy
 import jiter
 from dspy.streaming import StreamListener, StreamResponse, apply_sync_streaming
 
+from pipelines.programs.asynchronous import is_async
+
 __all__ = ["StreamResponse", "output_listeners", "stream_program", "stream_program_sync"]
 
 
@@ -65,11 +67,15 @@ class _JSONValueText:
 async def stream_program(
     program: dspy.Module, row: dict, *, lm: dspy.LM, adapter, outputs: list[str]
 ) -> AsyncIterator[StreamResponse | dspy.Prediction]:
-    """Partial outputs (`StreamResponse`: field name + text chunk), then the final `dspy.Prediction`."""
+    """Partial outputs (`StreamResponse`: field name + text chunk), then the final `dspy.Prediction`.
+
+    A program with `aforward` is awaited on the caller's event loop (`acall`); any other runs on a worker
+    thread (DSPy's `asyncify`, at most `dspy.settings.async_max_workers` at once)."""
     streaming = dspy.streamify(
         program,
         stream_listeners=output_listeners(program, outputs),
         include_final_prediction_in_output_stream=True,
+        is_async_program=is_async(program),
     )
     values = _JSONValueText() if isinstance(adapter, dspy.JSONAdapter) else None
     with dspy.context(lm=lm, adapter=adapter):

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import dspy
 import mlflow
+from dspy.utils.exceptions import AdapterParseError
 
 from pipelines.data.task import Task
-from pipelines.evaluation.scoring import EvalSettings, evaluate_split
+from pipelines.evaluation.scoring import CHECK_LM, EvalSettings, NoUsableAnswers, error_text, evaluate_split
 from pipelines.lm.usage import count_requests, measure_usage
 from pipelines.optimizers.budget import Budget, BudgetExceeded, BudgetGuard
 from pipelines.optimizers.compile import OptimizerSpec, compile_program
@@ -108,6 +109,9 @@ def compile_within_budget(
             stopped = str(exc)
             compiled = guard.best_program() or program
             log.warning("budget reached (%s): keeping the best program evaluated so far", stopped)
+        except AdapterParseError as exc:  # an optimiser gives up on an LM after too many unparseable answers
+            first = " ".join(error_text(exc).split())[:500]
+            raise NoUsableAnswers(f"the optimiser stopped on answers that did not parse: {first}; {CHECK_LM}") from exc
         finally:
             guard.armed = False
     log_stages(compiled, stages)

@@ -5,6 +5,7 @@ A program is any `dspy.Module` named by `_target_` in `conf/program/`. A program
 dict; a user's program may take it or ignore it.
 """
 
+from pipelines.programs.asynchronous import is_async, runnable_sync
 from pipelines.programs.draft_verify import DraftThenVerify
 from pipelines.programs.extract_then_classify import ExtractThenClassify
 from pipelines.programs.math_agent import MathAgent
@@ -24,6 +25,8 @@ __all__ = [
     "SingleStep",
     "VoteOrPredict",
     "build_program",
+    "is_async",
+    "runnable_sync",
 ]
 
 
@@ -33,10 +36,11 @@ def build_program(program_cfg, contract):
     Returns (program, resolved program config): the config, with the contract filled in, is what the
     logged model stores to rebuild the program at load time.
     """
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
+
+    from pipelines.config import instantiate  # what the logged model rebuilds it with, without Hydra
 
     resolved = OmegaConf.to_container(program_cfg, resolve=True)
     if "signature" in resolved and resolved["signature"] is None:
         resolved["signature"] = contract.to_dict()
-    return instantiate(resolved, _convert_="all"), resolved
+    return runnable_sync(instantiate(resolved)), resolved

@@ -11,6 +11,10 @@ paired test (McNemar's exact test for 0/1 scores, a paired bootstrap otherwise) 
 A row with an `error` (the model's LM failed on it) is no evidence either way: a challenger whose results
 hold any is refused outright, before any test, and `force` does not override that (it overrides the
 evidence, not a failure). Failed champion rows refuse the comparison too: score the champion again.
+
+An answer that did not parse is a wrong answer (scored 0), but a model that mostly answers unreadably is
+broken, not merely weak: a challenger whose failed-or-unparsed share (`parse_error` column) is above
+`max_error_rate` is never promoted, not as the first champion either, and not by `force`.
 """
 
 from __future__ import annotations
@@ -86,6 +90,26 @@ def failed_rows(table: pd.DataFrame | None) -> pd.DataFrame:
     return table[table["error"].notna()]
 
 
+def unusable_share(table: pd.DataFrame) -> tuple[int, float]:
+    """Rows that raised or whose answer did not parse, and their share of the table."""
+    bad = pd.Series(False, index=table.index)
+    for column in ("error", "parse_error"):
+        if column in table:
+            bad |= table[column].notna()
+    return int(bad.sum()), float(bad.mean()) if len(table) else 0.0
+
+
+def _too_unusable(table: pd.DataFrame, max_error_rate: float) -> Decision | None:
+    count, share = unusable_share(table)
+    if share <= max_error_rate:
+        return None
+    return Decision(
+        False,
+        f"{count} of {len(table)} of the challenger's answers failed or did not parse ({share:.1%}), above "
+        f"registry.gate.max_error_rate={max_error_rate:g}: never promoted; check the adapter, the model and its server",
+    )
+
+
 def _refusal(role: str, failed: pd.DataFrame, total: int) -> Decision:
     first = failed.iloc[0]
     return Decision(
@@ -103,10 +127,13 @@ def decide(
     force: bool = False,
     required: list[str] | None = None,
     tolerance: float = 0.0,
+    max_error_rate: float = 1.0,
 ) -> Decision:
     for role, table in (("challenger", challenger), ("champion", champion)):
         if len(failed := failed_rows(table)):
             return _refusal(role, failed, len(table))
+    if (unusable := _too_unusable(challenger, max_error_rate)) is not None:
+        return unusable
     if champion is None:
         return Decision(True, "no current champion")
     a, b = align(challenger, champion)

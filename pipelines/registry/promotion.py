@@ -2,7 +2,8 @@
 
 Challenger and champion are compared on the same examples (`eval.split`: dev, never the optimiser's valset), paired
 by row id. Per-example results already on record for that data digest are reused; missing ones are measured now. A
-first registration (no champion) needs no scoring. Registering a run twice reuses its version. Everything is decided
+first registration (no champion) is held only to `registry.gate.max_error_rate` (errored or unparsed answers), on
+the results the source run recorded. Registering a run twice reuses its version. Everything is decided
 before the registry is touched, so an interrupted promotion leaves no half-made version.
 
     >>> with started_run(...) as run:                                                  # doctest: +SKIP
@@ -127,9 +128,12 @@ def promote(
         return table
 
     if champion is None:
-        # Nothing to compare with, so nothing is scored; results on record still must hold no failed rows.
+        # Nothing to compare with; the results still must hold no failed rows and few unparsed answers
+        # (measured now where none are on record for this data).
         recorded = recorded_predictions(reused, source.info.run_id, split, digest)
-        decision = decide(recorded, None) if recorded is not None else Decision(True, "no current champion")
+        if recorded is None:
+            recorded = results("challenger", model_uri, reused)
+        decision = decide(recorded, None, max_error_rate=gate.max_error_rate)
         challenger_table, champion_table = None, None
     else:
         challenger_table = results("challenger", model_uri, reused)
@@ -142,6 +146,7 @@ def promote(
             force=force,
             required=list(gate.required),
             tolerance=gate.tolerance,
+            max_error_rate=gate.max_error_rate,
         )
 
     # Everything is known: now touch the registry, aliases last; if anything fails, undo what this run did.

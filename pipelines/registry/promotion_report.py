@@ -14,7 +14,7 @@ import pandas as pd
 from pipelines.evaluation.stats import bootstrap_ci
 from pipelines.registry.gate import Decision
 
-_NOT_INPUTS = {"row_id", "score", "latency_s", "error"}
+_NOT_INPUTS = {"row_id", "score", "latency_s", "error", "parse_error"}
 
 
 def _summary_row(name: str, table: pd.DataFrame) -> dict:

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Generator
 from typing import Any
 
+import dspy
 import mlflow
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
@@ -34,8 +35,10 @@ from mlflow.genai.agent_server import AgentServer, get_invoke_function, invoke, 
 from mlflow.pyfunc import ResponsesAgent
 from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse, ResponsesAgentStreamEvent
 
+from pipelines.model.errors import serving_error
 from pipelines.model.pyfunc import DSPyProgramModel
 from pipelines.model.streaming import StreamResponse, stream_program
+from pipelines.programs.asynchronous import is_async
 
 MODEL_ENV = "PIPELINES_SERVE_MODEL_URI"
 TIMEOUT_ENV = "PIPELINES_SERVE_TIMEOUT"
@@ -104,8 +107,17 @@ class ProgramAgent(ResponsesAgent):
 
     async def ainvoke(self, request: ResponsesAgentRequest) -> dict:
         row = self.row(request)
-        frame = await asyncio.to_thread(self.model.predict, None, pd.DataFrame([row]))
-        outputs = frame.iloc[0].to_dict()
+        model = self.model
+        if is_async(model.program):  # awaited here: no thread per request
+            with dspy.context(lm=model.lm, adapter=model.adapter):
+                try:
+                    prediction = await model.program.acall(**row)
+                except Exception as exc:
+                    raise serving_error(exc) from None
+            outputs, _ = model.guarded_outputs(prediction)
+        else:
+            frame = await asyncio.to_thread(model.predict, None, pd.DataFrame([row]))
+            outputs = frame.iloc[0].to_dict()
         ids = {f: f"msg_{f}_{uuid.uuid4().hex[:8]}" for f in self.outputs}
         return {"output": self._items(outputs, ids), "custom_outputs": outputs}
 

@@ -4,7 +4,7 @@
     score/<split>/ci_low, /ci_high   its 95% bootstrap interval
     baseline/<split>[/ci_low|ci_high]  the same for the program as written (`optimize` scores both)
     gain/<split>                     score minus baseline
-    <split>/<detail>                 examples, errors, wall_s, latency_p50_s, lm_calls, input_tokens, cost_usd,
+    <split>/<detail>                 examples, errors, parse_failures, wall_s, latency_p50_s, lm_calls, cost_usd,
                                      macro_f1, refused, guard/<name>/hits, a judge's mean ...
     baseline/<split>/<detail>        the same details for the baseline
     compile/<detail>                 what the optimiser spent: lm_calls, lm_requests, tokens, cost_usd

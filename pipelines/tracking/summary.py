@@ -2,7 +2,7 @@
 
     >>> print(report([result.run_id]))                                         # doctest: +SKIP
     train-bootstrap-travel_intents  FINISHED in 41.2 s
-      dev score   0.750 ± 0.188 [0.562, 0.938]  n=16
+      dev score   0.750 ± 0.188 [0.562, 0.938]  n=16  errors 0  unparsed 1
       LM calls    48   tokens 12,345 (11,020 in / 1,325 out)
       model       models:/m-4f0c...
       run         http://127.0.0.1:5000/#/experiments/1/runs/9b2e...
@@ -62,12 +62,21 @@ class Score:
     low: float | None = None
     high: float | None = None
     n: int | None = None
+    errors: int | None = None  # rows that raised (unscored), beside rows whose answer did not parse (scored 0)
+    unparsed: int | None = None
 
     def text(self) -> str:
         out = f"{self.value:.3f}"
         if self.low is not None and self.high is not None:
             out += f" ± {(self.high - self.low) / 2:.3f} [{self.low:.3f}, {self.high:.3f}]"
-        return out + (f"  n={self.n}" if self.n else "")
+        out += f"  n={self.n}" if self.n else ""
+        out += f"  errors {self.errors}" if self.errors is not None else ""
+        return out + (f"  unparsed {self.unparsed}" if self.unparsed is not None else "")
+
+    def failures(self) -> str:
+        """` (errors 2, unparsed 1)` for the run's description (empty when neither was counted)."""
+        parts = [f"{w} {k}" for k, w in ((self.errors, "errors"), (self.unparsed, "unparsed")) if k is not None]
+        return f" ({', '.join(parts)})" if parts else ""
 
 
 @dataclass
@@ -92,8 +101,17 @@ class RunFacts:
                 if names.score(split, role) in m:
                     n = m.get(names.detail(split, "examples", role))
                     low, high = m.get(names.ci_low(split, role)), m.get(names.ci_high(split, role))
+                    errors, unparsed = (m.get(names.detail(split, w, role)) for w in ("errors", "parse_failures"))
                     scores.append(
-                        Score(label.format(split), m[names.score(split, role)], low, high, int(n) if n else None)
+                        Score(
+                            label.format(split),
+                            m[names.score(split, role)],
+                            low,
+                            high,
+                            int(n) if n else None,
+                            int(errors) if errors is not None else None,
+                            int(unparsed) if unparsed is not None else None,
+                        )
                     )
         n_paired = int(tags["promotion.paired_examples"]) if "promotion.paired_examples" in tags else None
         gate_split = run.data.params.get("eval.split", "gate")  # register compares on eval.split
@@ -138,7 +156,8 @@ class RunFacts:
         parts = [f"`{self.entry}` {self.status.lower()} in {self.seconds:.1f} s."]
         for s in self.scores:
             interval = f" (95% CI {s.low:.3f}-{s.high:.3f})" if s.low is not None and s.high is not None else ""
-            parts.append(f"{s.label.capitalize()} score {s.value:.3f}{interval}{f' on {s.n} examples' if s.n else ''}.")
+            examples = f" on {s.n} examples" if s.n else ""
+            parts.append(f"{s.label.capitalize()} score {s.value:.3f}{interval}{examples}{s.failures()}.")
         if self.decision:
             parts.append(f"Decision: {self.decision}.")
         parts.append(f"{self.lm_calls:,} LM calls, {self.tokens_in + self.tokens_out:,} tokens.")

@@ -31,6 +31,7 @@ COLUMNS = [
     "score",
     "latency_s",
     "error",
+    "parse_error",
 ]
 
 
@@ -129,6 +130,7 @@ def test_metric_names():
         "score/dev/ci_high",
         "dev/examples",
         "dev/errors",
+        "dev/parse_failures",
         "dev/wall_s",
         "dev/latency_p50_s",
         "dev/latency_p95_s",

@@ -11,7 +11,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from pipelines.config import REDACTED
 from pipelines.evaluation.metrics import exact_match
-from pipelines.evaluation.scoring import EvalSettings, EvaluationFailed, evaluate_program
+from pipelines.evaluation.scoring import EvalSettings, EvaluationFailed, NoUsableAnswers, evaluate_program
 from pipelines.lm.secrets import register_secret, scrub_exception
 from pipelines.registry.gate import decide
 
@@ -62,7 +62,7 @@ def test_by_default_one_failure_fails_the_evaluation_at_once_naming_it():
     assert program.calls == 2  # DSPy's max_errors follows our limit: it stopped at the first failure
 
 
-@pytest.mark.parametrize(("failing", "rate", "fails"), [(3, 0.5, False), (4, 0.5, True), (6, 1.0, False)])
+@pytest.mark.parametrize(("failing", "rate", "fails"), [(3, 0.5, False), (4, 0.5, True), (5, 1.0, False)])
 def test_the_error_rate_limit_decides(failing, rate, fails):
     program = Echo(fail_on=set(TEXTS[:failing]))
     if fails:
@@ -71,7 +71,13 @@ def test_the_error_rate_limit_decides(failing, rate, fails):
     else:
         outcome = run(program, max_error_rate=rate)
         assert outcome.errors == failing and outcome.table["error"].notna().sum() == failing
-        assert outcome.score == 1.0 if failing < 6 else math.isnan(outcome.score)
+        assert outcome.score == 1.0
+
+
+def test_a_split_on_which_every_row_failed_fails_whatever_the_limit():
+    with pytest.raises(NoUsableAnswers, match=r"all 6 dev rows raised: ConnectionError: upstream down for") as info:
+        run(Echo(fail_on=set(TEXTS)), max_error_rate=1.0, split="dev")
+    assert "check the adapter" in str(info.value)
 
 
 def test_a_metric_that_raises_is_an_error_too():
@@ -82,17 +88,41 @@ def test_a_metric_that_raises_is_an_error_too():
     assert outcome.table["error"].tolist() == ["metric raised RuntimeError: judge unavailable"] * 2
 
 
-def test_an_unparseable_answer_is_a_wrong_answer_not_a_failure():
-    class Garbled(dspy.Module):
-        def forward(self, text):
-            if text == "book b":
-                raise AdapterParseError("JSONAdapter", dspy.Signature("text -> label"), "not json")
-            return dspy.Prediction(label=text.split()[0])
+class Garbled(dspy.Module):
+    """Answers the first word, except on `garbled` texts, where its LM's answer does not parse."""
 
+    def __init__(self, garbled=("book b",), fail_on=()):
+        super().__init__()
+        self.garbled, self.fail_on = set(garbled), set(fail_on)
+
+    def forward(self, text):
+        if text in self.fail_on:
+            raise TimeoutError(f"no answer in time for {text!r}")
+        if text in self.garbled:
+            raise AdapterParseError("JSONAdapter", dspy.Signature("text -> label"), "Sure! It depends.")
+        return dspy.Prediction(label=text.split()[0])
+
+
+def test_an_unparseable_answer_is_a_wrong_answer_not_a_failure():
     outcome = run(Garbled())  # max_error_rate 0.0, and still no EvaluationFailed
     row = outcome.table.set_index("text").loc["book b"]
     assert outcome.errors == 0 and row["score"] == 0.0 and pd.isna(row["error"]) and pd.isna(row["predicted.label"])
+    assert row["parse_error"].startswith("AdapterParseError: ") and "Sure! It depends." in row["parse_error"]
+    assert outcome.table["parse_error"].notna().sum() == 1
     assert outcome.score == pytest.approx(5 / 6)
+    assert outcome.metrics("dev")["dev/parse_failures"] == 1.0 and outcome.metrics("dev")["dev/errors"] == 0.0
+
+
+def test_a_split_on_which_no_answer_parsed_fails_naming_the_first_and_what_to_check():
+    with pytest.raises(NoUsableAnswers) as info:
+        run(Garbled(garbled=TEXTS), split="dev")
+    message = str(info.value)
+    assert message.startswith("all 6 dev rows failed to parse: AdapterParseError: ")
+    assert "Sure! It depends." in message and "\n" not in message
+    assert "check the adapter" in message and "the model" in message and "the server" in message
+    # raised or unparsed, row by row: still no usable answer anywhere
+    with pytest.raises(NoUsableAnswers, match=r"all 6 dev rows failed \(2 raised, 4 failed to parse\)"):
+        run(Garbled(garbled=TEXTS[2:], fail_on=TEXTS[:2]), max_error_rate=0.5, split="dev")
 
 
 def test_the_error_text_never_holds_the_key():

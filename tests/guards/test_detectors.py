@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hydra.errors import InstantiationException
 
-from pipelines.guards import GuardRefused, GuardSet, InjectionGuard, MaxLengthGuard, PIIGuard
+from pipelines.guards import GuardConfigError, GuardRefused, GuardSet, InjectionGuard, MaxLengthGuard, PIIGuard
 from pipelines.guards.pii import iban_ok, luhn_ok
 
 PII = {
@@ -106,9 +105,7 @@ def test_a_guard_runs_only_on_its_stages():
 
 
 def test_a_bad_action_names_the_options():
-    with pytest.raises(
-        InstantiationException, match=r"unknown action 'block'; choose one of \['redact', 'refuse', 'flag'\]"
-    ):
+    with pytest.raises(GuardConfigError, match=r"unknown action 'block'; choose one of \['redact', 'refuse', 'flag'\]"):
         GuardSet.from_config({"pii": {"_target_": "pipelines.guards.PIIGuard", "action": "block"}})
 
 
@@ -129,5 +126,5 @@ def test_a_bad_action_on_the_command_line_fails_before_any_lm_call(make_cfg):
     from pipelines.evaluation.scoring import EvalSettings
 
     cfg = make_cfg("evaluate", ["guard=strict", "guard.injection.action=block"])
-    with pytest.raises(InstantiationException, match="guard 'injection': unknown action 'block'; choose one of"):
+    with pytest.raises(GuardConfigError, match="guard 'injection': unknown action 'block'; choose one of"):
         EvalSettings.from_config(cfg.eval, cfg.guard)

@@ -115,6 +115,23 @@ def test_no_champion_promotes_without_a_test():
     assert d.tags() == {"promotion.decision": "promoted", "promotion.reason": "no current champion"}
 
 
+def test_too_many_unparsed_answers_are_never_promoted_not_even_first_or_forced():
+    unparsed = [None] * 36 + ["AdapterParseError: not json"] * 4  # 10%: at the limit, not above it
+    ok = table(BETTER).assign(parse_error=unparsed)
+    assert decide(ok, None, max_error_rate=0.1).promote
+    assert decide(ok, table(CHAMPION), max_error_rate=0.1).promote
+    garbled = table([1] * 30 + [0] * 10).assign(parse_error=[None] * 30 + ["AdapterParseError: not json"] * 10)
+    for d in (
+        decide(garbled, None, max_error_rate=0.1),
+        decide(garbled, table([0] * 40), max_error_rate=0.1),
+        decide(garbled, table([0] * 40), max_error_rate=0.1, force=True),
+    ):
+        assert not d.promote and d.test is None
+        assert d.reason.startswith("10 of 40 of the challenger's answers failed or did not parse (25.0%)")
+        assert "registry.gate.max_error_rate=0.1" in d.reason and "check the adapter" in d.reason
+    assert decide(garbled, None).promote  # no limit given: an unparsed answer is just a wrong one
+
+
 def test_a_required_metric_that_gets_worse_blocks_promotion():
     champion = table(CHAMPION).assign(relevancy=[1.0] * 40)
     challenger = table(BETTER).assign(relevancy=[0.5] * 40)  # better score, worse relevancy

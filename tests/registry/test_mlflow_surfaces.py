@@ -108,7 +108,7 @@ def test_summary_has_score_interval_and_links(make_cfg, capsys):
     run = MlflowClient().get_run(result.run_id)
     low, high = run.data.metrics["score/dev/ci_low"], run.data.metrics["score/dev/ci_high"]
     assert f"dev score             {result.selection_score:.3f} ± {(high - low) / 2:.3f} [{low:.3f}, " in text
-    assert "n=16" in text and f"model                 {result.model_uri}" in text
+    assert "n=16  errors 0  unparsed 0" in text and f"model                 {result.model_uri}" in text
     assert f"LM calls              {int(run.data.metrics['dev/lm_calls'])}" in text
     exp = run.info.experiment_id
     assert f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{result.run_id}" in text
@@ -126,7 +126,8 @@ def test_summary_has_score_interval_and_links(make_cfg, capsys):
     )
     assert text in capsys.readouterr().out
     note = MlflowClient().get_run(result.run_id).data.tags[NOTE_TAG]
-    assert f"Dev score {result.selection_score:.3f} (95% CI {low:.3f}-{high:.3f}) on 16 examples." in note
+    dev = f"Dev score {result.selection_score:.3f} (95% CI {low:.3f}-{high:.3f}) on 16 examples"
+    assert f"{dev} (errors 0, unparsed 0)." in note
 
 
 def test_switched_off_logs_no_prompts_and_no_model_scores(make_cfg):
