@@ -95,7 +95,7 @@ def measure_contexts(
 ) -> Row:
     """An evaluation on the embedded LM with its contexts side by side (`num_threads` = `lm.n_contexts`) vs one
     context scoring the rows one at a time: the same rows, cache off, untraced, the two taking turns."""
-    from pipelines.evaluation.scoring import evaluate_program
+    from pipelines.evaluation.runner import evaluate_program
 
     (one, one_lm), (many, many_lm) = sorted(lms.items())
     row = Row("contexts", "s", "one llama.cpp context, rows one at a time", details={"n": len(examples)})

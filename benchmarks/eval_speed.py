@@ -54,7 +54,7 @@ class Bench:
     def evaluate(self, n: int, num_threads: int, lm: dspy.LM | None = None) -> tuple[Any, float]:
         """`evaluate_program`'s outcome (its `wall_s`: the evaluation's) and the seconds the background trace
         export took on after it to store the rest (a run's end waits for them)."""
-        from pipelines.evaluation.scoring import evaluate_program
+        from pipelines.evaluation.runner import evaluate_program
 
         examples = self.examples(n)
         with mlflow.start_run(experiment_id=self.experiment("eval")) if self.traced else nullcontext():
@@ -80,8 +80,8 @@ def measure_framework(bench: Bench, *, num_threads: int, repeats: int) -> Row:
     in the store (`flush_trace_async_logging`, what the end of a run or of the script does). The details count
     the rows whose score reached their trace on each side: the anchor logs each score with a store write after
     its trace has ended, which the background export can beat."""
-    from pipelines.evaluation.scoring import EvalSettings
-    from pipelines.optimizers.run import score_splits
+    from pipelines.evaluation.runner import EvalSettings
+    from pipelines.optimizers.pipeline import score_splits
     from pipelines.tracking.span_usage import LMSpanUsage
 
     settings = EvalSettings(num_threads=num_threads)

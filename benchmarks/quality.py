@@ -30,7 +30,7 @@ from benchmarks import CONF_DIR
 from benchmarks.measure import counted_calls, peak_rss
 from pipelines.cli import hydra_main
 from pipelines.data.task import Task
-from pipelines.evaluation.scoring import EvalOutcome, EvalSettings, evaluate_program
+from pipelines.evaluation.runner import EvalOutcome, EvalSettings, evaluate_program
 from pipelines.evaluation.stats import paired_test
 from pipelines.optimizers.compile import build_optimizer, compile_program
 from pipelines.programs import build_program

@@ -5,7 +5,7 @@ them is imported: litellm would otherwise spend ~8 s fetching its price map, dee
 home, and llama.cpp's OpenMP threads would spin-wait. Traces are written as each one ends, not by MLflow's
 background export: on a sqlite store its writer threads contend for the database lock, and each flush
 waits ~2 s for its queue, which short runs feel. `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=true` turns the
-background export on: evaluation scores still reach their traces (`pipelines.evaluation.scoring`), and a
+background export on: evaluation scores still reach their traces (`pipelines.evaluation.runner`), and a
 run ends once its traces are stored. MLflow's SQLAlchemy store opens a second pooled connection inside a write
 (`start_trace` and a trace's first `log_spans` read the experiment in a nested session): with traces written from
 as many threads as its pool holds (5 + 10 overflow: `eval.num_threads` >= 15), every connection could be held by a

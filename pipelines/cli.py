@@ -18,7 +18,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from pipelines.config import CONF_DIR, to_container
-from pipelines.tracking.runs import run_tags, started_run
+from pipelines.tracking.run_lifecycle import run_tags, started_run
 
 _HYDRA_FLAGS = ("-m", "--multirun", "--cfg", "--info", "-c", "--help", "--hydra-help")
 

@@ -25,14 +25,14 @@ from pipelines.cli import adopt_recorded_task, hydra_main, tracked_run
 from pipelines.data.task import Task
 from pipelines.evaluation.genai import GenAIRows, log_genai_evaluation, split_dataset
 from pipelines.evaluation.plots import classification_figures, latency_figure
-from pipelines.evaluation.scoring import EvalOutcome, EvalSettings, evaluate_split, predicted_col
+from pipelines.evaluation.runner import EvalOutcome, EvalSettings, evaluate_split, predicted_col
 from pipelines.evaluation.stats import bootstrap_ci
 from pipelines.guards import GuardSet
 from pipelines.programs import build_program
 from pipelines.registry.versions import load_program, source_run_id
 from pipelines.session import Session
 from pipelines.tracking.html_report import figures_html, plotly_js_source
-from pipelines.tracking.model_scores import log_model_score
+from pipelines.tracking.logged_model_metrics import log_model_score
 from pipelines.tracking.store import configure_tracking
 from pipelines.tracking.summary import genai_surfaces, report
 

@@ -20,16 +20,16 @@ from omegaconf import DictConfig
 from pipelines.cli import hydra_main, tracked_run
 from pipelines.config import to_container
 from pipelines.data.task import Task
-from pipelines.evaluation.scoring import EvalSettings
+from pipelines.evaluation.runner import EvalSettings
 from pipelines.model.log import log_program_model
 from pipelines.model.spec import build_spec
 from pipelines.optimizers.budget import Budget
 from pipelines.optimizers.compile import build_optimizer, check_finetuning, check_split_sizes
-from pipelines.optimizers.run import optimize_program
+from pipelines.optimizers.pipeline import optimize_program
 from pipelines.programs import build_program
 from pipelines.registry.prompts import register_program_prompts
 from pipelines.session import Session
-from pipelines.tracking.model_scores import log_model_scores_from_run
+from pipelines.tracking.logged_model_metrics import log_model_scores_from_run
 from pipelines.tracking.program_card import log_program
 from pipelines.tracking.summary import genai_surfaces, report
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from pipelines.cli import adopt_recorded_task, hydra_main, tracked_run
 from pipelines.data.task import Task
-from pipelines.evaluation.scoring import EvalSettings
+from pipelines.evaluation.runner import EvalSettings
 from pipelines.registry.promotion import RegisterResult, promote
 from pipelines.registry.versions import latest_model_run
 from pipelines.session import Session

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from pipelines.batch import Chunk, RowRetries, ScoreResult, resolve_model, score_file, spark_session
 from pipelines.cli import hydra_main
 from pipelines.config import flatten, to_container
-from pipelines.tracking.runs import run_tags, started_run
+from pipelines.tracking.run_lifecycle import run_tags, started_run
 from pipelines.tracking.store import configure_tracking
 
 log = logging.getLogger(__name__)

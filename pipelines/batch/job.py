@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from pipelines.batch.partitions import DEFAULT_RETRIES, RowRetries, partition_scorer
-from pipelines.batch.rows import (
+from pipelines.batch.row_results import (
     ERROR,
     GUARD_HITS,
     PREDICTION_PREFIX,

@@ -50,7 +50,7 @@ from mlflow.genai.scorers import Scorer, scorer
 
 from pipelines.data.splits import log_split_input
 from pipelines.evaluation.metrics import as_score
-from pipelines.evaluation.scoring import EvalOutcome, expected_col, predicted_col
+from pipelines.evaluation.runner import EvalOutcome, expected_col, predicted_col
 
 log = logging.getLogger(__name__)
 

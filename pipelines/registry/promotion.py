@@ -23,7 +23,7 @@ from mlflow.entities import Run
 from omegaconf import DictConfig
 
 from pipelines.data.task import Task
-from pipelines.evaluation.scoring import EvalSettings, evaluate_split
+from pipelines.evaluation.runner import EvalSettings, evaluate_split
 from pipelines.registry.gate import Decision, decide
 from pipelines.registry.promotion_report import comparison_report
 from pipelines.registry.prompts import move_prompt_aliases

@@ -25,7 +25,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from pipelines.evaluation.stats import bootstrap_ci
-from pipelines.tracking.model_scores import ModelScore, model_score
+from pipelines.tracking.logged_model_metrics import ModelScore, model_score
 
 HELD_OUT_SPLIT = "test"  # reported beside the gate split when the model was evaluated on it
 
@@ -47,7 +47,7 @@ def _scored(score: ModelScore | None) -> str:
 
 
 def _logged_score(model: CardModel, split: str, digest: str | None) -> ModelScore | None:
-    """What the model's own page holds for this split's data (see `pipelines.tracking.model_scores`)."""
+    """What the model's own page holds for this split's data (see `pipelines.tracking.logged_model_metrics`)."""
     return model_score(model.model_id, split, digest) if model.model_id and digest else None
 
 

@@ -3,7 +3,7 @@
 Registered as a Hydra callback (`hydra.callbacks.mlflow_sweep` in `conf/_base.yaml`); it acts only
 in multirun mode. Under `mlflow run`, the run MLflow created (MLFLOW_RUN_ID) becomes the parent;
 the variable is popped so jobs do not all resume that run (every `start_run` would, nested or not).
-Jobs find the parent through PIPELINES_SWEEP_PARENT_RUN_ID (see `pipelines.tracking.runs.started_run`).
+Jobs find the parent through PIPELINES_SWEEP_PARENT_RUN_ID (see `pipelines.tracking.run_lifecycle.started_run`).
 
 A failed job ends the parent FAILED at once, naming the job: Hydra raises the job's exception after its
 batch and never calls `on_multirun_end`, which would otherwise leave the parent RUNNING forever.
@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from pipelines.lm.secrets import scrub
-from pipelines.tracking.runs import SWEEP_PARENT_ENV as PARENT_ENV
+from pipelines.tracking.run_lifecycle import SWEEP_PARENT_ENV as PARENT_ENV
 from pipelines.tracking.store import configure_tracking
 
 log = logging.getLogger(__name__)

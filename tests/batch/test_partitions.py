@@ -8,7 +8,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 
 from pipelines.batch.partitions import RowRetries, predict_isolating
-from pipelines.batch.rows import check_names, input_format
+from pipelines.batch.row_results import check_names, input_format
 
 
 class PickyModel:

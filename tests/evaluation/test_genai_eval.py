@@ -15,7 +15,7 @@ from mlflow.genai.datasets import search_datasets
 from pipelines.evaluate import evaluate
 from pipelines.evaluation.genai import DIGEST_TAG, VERSION_TAG, task_scorer
 from pipelines.evaluation.metrics import exact_match
-from pipelines.evaluation.scoring import expected_col, predicted_col
+from pipelines.evaluation.runner import expected_col, predicted_col
 from pipelines.register import register
 from pipelines.train import train
 from tests.fakes import KeywordEngine

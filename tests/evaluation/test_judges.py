@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 from pydantic import BaseModel
 
 from pipelines.evaluate import evaluate
-from pipelines.evaluation.judges import DeepEvalMetric, DSPyJudge
-from pipelines.evaluation.scoring import expected_col, predicted_col
+from pipelines.evaluation.deepeval_judges import DeepEvalMetric, DSPyJudge
+from pipelines.evaluation.runner import expected_col, predicted_col
 from pipelines.train import train
 from tests.evaluation.judge_probe import RecordingMetric
 from tests.fakes import fake_lm
@@ -119,7 +119,7 @@ def test_evaluate_shows_each_judge_the_examples_it_scored(make_cfg, recording):
     cfg = make_cfg(
         "evaluate",
         [
-            f"{spy}._target_=pipelines.evaluation.judges.DeepEvalMetric",
+            f"{spy}._target_=pipelines.evaluation.deepeval_judges.DeepEvalMetric",
             f"{spy}.name=spy",
             f"{spy}.judge=null",
             f"{spy}.metric._target_=tests.evaluation.judge_probe.RecordingMetric",
@@ -160,7 +160,7 @@ def test_answer_relevancy_with_the_real_embedded_judge():
 def test_a_dspy_judge_can_be_the_task_metric(make_cfg):
     """An LLM judge (here the fake LM, which answers every number field with 1) scores a whole run as the
     task's own metric: train and the table use it, and its name labels the scores."""
-    from pipelines.evaluation.llm_judge import LLMJudge
+    from pipelines.evaluation.dspy_judge import LLMJudge
     from pipelines.train import train
 
     cfg = make_cfg(
@@ -168,7 +168,7 @@ def test_a_dspy_judge_can_be_the_task_metric(make_cfg):
         [
             "optimizer=none",
             "~task.metric._partial_",
-            "task.metric._target_=pipelines.evaluation.llm_judge.LLMJudge",
+            "task.metric._target_=pipelines.evaluation.dspy_judge.LLMJudge",
             "+task.metric.criteria=Same intent.",
         ],
     )

@@ -21,7 +21,7 @@ from pipelines.evaluation.metrics import (
     output_fields,
     with_feedback,
 )
-from pipelines.evaluation.scoring import class_accuracy, macro_f1_ci, scored
+from pipelines.evaluation.runner import class_accuracy, macro_f1_ci, scored
 
 
 def two_outputs() -> dspy.Example:

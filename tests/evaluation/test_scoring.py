@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipelines.evaluation.metrics import exact_match
-from pipelines.evaluation.scoring import EvalOutcome, EvaluationFailed, evaluate_program
+from pipelines.evaluation.runner import EvalOutcome, EvaluationFailed, evaluate_program
 
 # text -> (gold intent, gold city); the program answers (first word, last word)
 DATA = [
@@ -181,7 +181,7 @@ def traced_store(request, tmp_path, monkeypatch):
 def stored_traces(experiment_id: str) -> dict:
     import mlflow
 
-    mlflow.flush_trace_async_logging()  # what a run's end does (pipelines.tracking.runs)
+    mlflow.flush_trace_async_logging()  # what a run's end does (pipelines.tracking.run_lifecycle)
     traces = mlflow.search_traces(locations=[experiment_id], return_type="list", max_results=100)
     return {t.info.trace_id: t for t in traces}
 

@@ -11,7 +11,7 @@ from pipelines.data.task import Task
 from pipelines.optimize import optimize
 from pipelines.optimizers.budget import Budget
 from pipelines.optimizers.compile import build_optimizer
-from pipelines.optimizers.run import compile_within_budget
+from pipelines.optimizers.pipeline import compile_within_budget
 from pipelines.programs import build_program
 from pipelines.session import Session
 from pipelines.tracking.store import configure_tracking

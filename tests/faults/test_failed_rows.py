@@ -11,7 +11,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from pipelines.config import REDACTED
 from pipelines.evaluation.metrics import exact_match
-from pipelines.evaluation.scoring import EvalSettings, EvaluationFailed, NoUsableAnswers, evaluate_program
+from pipelines.evaluation.runner import EvalSettings, EvaluationFailed, NoUsableAnswers, evaluate_program
 from pipelines.lm.secrets import register_secret, scrub_exception
 from pipelines.registry.gate import decide
 

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from benchmarks.fake_provider import FakeProvider
 from pipelines.config import REDACTED
-from pipelines.evaluation.scoring import EvaluationFailed
+from pipelines.evaluation.runner import EvaluationFailed
 from pipelines.lm import provider_lm
 from pipelines.register import register
 from pipelines.registry.versions import RegistryError

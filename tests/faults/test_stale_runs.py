@@ -23,7 +23,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from omegaconf import OmegaConf
-from pipelines.tracking.runs import started_run
+from pipelines.tracking.run_lifecycle import started_run
 uri, go, artifacts = sys.argv[1:4]
 Path(go + ".ready." + sys.argv[4]).touch()
 deadline = time.monotonic() + 120

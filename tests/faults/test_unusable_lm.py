@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import open_dict
 
-from pipelines.evaluation.scoring import NoUsableAnswers
+from pipelines.evaluation.runner import NoUsableAnswers
 from pipelines.main import run_main
 from pipelines.register import register
 from pipelines.train import train

@@ -123,7 +123,7 @@ def test_every_guard_config_builds(make_cfg, name, guards):
 
 
 def test_a_bad_action_on_the_command_line_fails_before_any_lm_call(make_cfg):
-    from pipelines.evaluation.scoring import EvalSettings
+    from pipelines.evaluation.runner import EvalSettings
 
     cfg = make_cfg("evaluate", ["guard=strict", "guard.injection.action=block"])
     with pytest.raises(GuardConfigError, match="guard 'injection': unknown action 'block'; choose one of"):

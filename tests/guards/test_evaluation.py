@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from pipelines.data.contract import Contract
 from pipelines.evaluation.metrics import exact_match
-from pipelines.evaluation.scoring import EvalSettings, evaluate_program, guard_metrics
+from pipelines.evaluation.runner import EvalSettings, evaluate_program, guard_metrics
 from pipelines.guards import Guarded, GuardSet
 from tests.fakes import fake_lm
 

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
-import pipelines.optimizers.run as optimizer_run
+import pipelines.optimizers.pipeline as optimizer_run
 import pipelines.registry.promotion as promotion
 from pipelines import cli
 from pipelines.cli import adopt_recorded_task

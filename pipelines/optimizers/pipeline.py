@@ -18,7 +18,7 @@ import mlflow
 from dspy.utils.exceptions import AdapterParseError
 
 from pipelines.data.task import Task
-from pipelines.evaluation.scoring import CHECK_LM, EvalSettings, NoUsableAnswers, error_text, evaluate_split
+from pipelines.evaluation.runner import CHECK_LM, EvalSettings, NoUsableAnswers, error_text, evaluate_split
 from pipelines.lm.usage import count_requests, measure_usage
 from pipelines.optimizers.budget import Budget, BudgetExceeded, BudgetGuard
 from pipelines.optimizers.compile import OptimizerSpec, compile_program

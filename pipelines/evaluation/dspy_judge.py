@@ -10,7 +10,7 @@ fields: the judge reads the example's inputs, the expected outputs and the predi
 As a task's own metric (`task.metric`):
 
     metric:
-      _target_: pipelines.evaluation.llm_judge.LLMJudge
+      _target_: pipelines.evaluation.dspy_judge.LLMJudge
       criteria: Does the answer give the same final number as the expected one?
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dspy
 
-from pipelines.evaluation.judges import render_fields
+from pipelines.evaluation.deepeval_judges import render_fields
 
 
 class Judgement(dspy.Signature):

@@ -8,8 +8,8 @@ metric's score as feedback logged while the trace is still open, so it is writte
 per row when traces are written as they end (the project's default), and, with MLflow's background export
 (`MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=true`), a write that can beat its trace to the store and be lost
 (`tests/evaluation/test_scoring.py` checks that every score reaches its trace here). In that mode the traces are
-all stored once the export queue is flushed: at the end of the run (`tracking.runs`) and before a stage that reads
-them (`genai`).
+all stored once the export queue is flushed: at the end of the run (`tracking.run_lifecycle`) and before a
+stage that reads them (`genai`).
 
 The table has one row per example: `row_id`, one column per input, `expected.<field>` and
 `predicted.<field>` per output, `score`, `latency_s` and `error`. Nothing here knows a field name: they
