@@ -106,7 +106,12 @@ class ServingLimits:
         if not self.configure_process:
             return
         self.apply_to_dspy()
-        if self.freeze_heap and in_scoring_server():  # a process the model owns, not a notebook's or a test's
+        if in_scoring_server():  # a process the model owns, not a notebook's or a test's
+            self.freeze()
+
+    def freeze(self) -> None:
+        """Freeze the loaded heap (`freeze_heap`): a server calls this once the model has loaded."""
+        if self.freeze_heap and self.configure_process:
             gc.collect()  # what is garbage now is not frozen with the rest
             gc.freeze()
 
