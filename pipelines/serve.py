@@ -101,8 +101,8 @@ def serve_environment(cfg: DictConfig) -> dict[str, str]:
     env = {"MLFLOW_TRACKING_URI": str(cfg.tracking.uri)}
     # TCP_NODELAY with several workers (`pipelines.serving.event_loop`), and the agent server's request threads.
     env[LOOP_ENV] = f"{loop_factory.__module__}:{loop_factory.__name__}"
-    if engine := checked_engine(cfg.lm_engine):  # refused here, before the server starts
-        env[LM_ENGINE_ENV] = engine
+    if cfg.lm_engine is not None:  # refused here, before the server starts; none: the registered engine
+        env[LM_ENGINE_ENV] = checked_engine(cfg.lm_engine) or "none"
     overrides = {name: cfg[name] for name in BOUNDS if cfg.get(name) is not None}
     if cfg.get("cache_dir") is not None:
         overrides["cache_dir"] = str(cfg.cache_dir)

@@ -30,6 +30,8 @@ Per process, once the model has loaded:
 - `freeze_heap`: in a scoring server, `gc.freeze()` once loaded: the objects DSPy, LiteLLM, MLflow and pandas
   leave at import are never scanned again by a full collection (each held the GIL for a long pause under load;
   `python -m pipelines.bench.speed only=[serving]` measures it).
+- `lm_engine`: in a scoring server, the DSPy engine a provider LM calls through (`pipelines.model.lm_engine`:
+  `auto`, DSPy's own choice, by default; `none`: the registered one, LiteLLM for models trained here).
 - `configure_process`: false leaves the process's DSPy settings and heap alone (the project's own training
   process loads models with false: its DSPy cache is the project's).
 """
@@ -44,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+
+from pipelines.model.lm_engine import AUTO, checked_engine
 
 log = logging.getLogger(__name__)
 PREFIX = "PIPELINES_SERVE_"
@@ -65,6 +69,7 @@ class ServingLimits:
     history_size: int = 100
     freeze_heap: bool = True
     configure_process: bool = True
+    lm_engine: str | None = AUTO
 
     def __post_init__(self):
         for name in ("concurrency", "row_threads", "request_threads", "memory_cache_entries", "history_size"):
@@ -74,6 +79,8 @@ class ServingLimits:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"serving bound {name} must be positive or none, got {value!r}")
+
+        checked_engine(self.lm_engine)
 
     def model_config(self) -> dict[str, Any]:
         """What `log_model(model_config=...)` saves: every bound, so each can be overridden at load."""
@@ -164,7 +171,7 @@ def _typed(name: str, value: Any) -> Any:
         return None
     if name in ("freeze_heap", "configure_process"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-    if name == "cache_dir":
+    if name in ("cache_dir", "lm_engine"):
         return str(value)
     if name == "request_timeout":
         return float(value)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from pipelines.guards import GuardSet, hit_labels, text_fields
 from pipelines.model.errors import serving_error
 from pipelines.model.inputs import bad_input, output_value, validate_rows
 from pipelines.model.limits import ServingLimits, in_scoring_server
+from pipelines.model.lm_engine import ENV as LM_ENGINE_ENV
 from pipelines.model.lm_engine import served_lm_config
 from pipelines.model.row_runner import RowRunner, bound_attempts, row_concurrency
 from pipelines.model.server_threads import ServerThreads
@@ -58,7 +60,12 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
             spec["lm"]["lora_path"] = context.artifacts[LORA_ARTIFACT]
         self.spec = spec
         self.contract = Contract.from_dict(spec["contract"])
-        self.lm = instantiate(served_lm_config(spec["lm"]))  # `serve lm_engine=` may pick the engine
+        # The bounds saved with the model (its `model_config`), as overridden where it loads (`limits`).
+        self.limits = ServingLimits.from_config(getattr(context, "model_config", None)).with_environment()
+        self.limits.apply()
+        served = in_scoring_server() or os.environ.get(LM_ENGINE_ENV)  # an operator's variable applies anywhere
+        engine = {LM_ENGINE_ENV: self.limits.lm_engine or "none"} if served else {}
+        self.lm = instantiate(served_lm_config(spec["lm"], engine))  # a server may pick a lighter engine
         self.adapter = instantiate(spec["adapter"]) if spec.get("adapter") else None
         self.program = instantiate(spec["program"], _convert_="all")
         self.program.load(context.artifacts["program"])
@@ -68,9 +75,6 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         # Guards travel in the spec (`guard=` group at training time); a model logged before them has none.
         self.guards = GuardSet.from_config(spec.get("guard"))
         self._last = threading.local()  # per thread: the scoring server answers requests on several
-        # The bounds saved with the model (its `model_config`), as overridden where it loads (`limits`).
-        self.limits = ServingLimits.from_config(getattr(context, "model_config", None)).with_environment()
-        self.limits.apply()
         self.runner = RowRunner(self.limits.row_threads)
         self.server_threads = None
         if self.limits.configure_process and in_scoring_server():
