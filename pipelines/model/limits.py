@@ -103,10 +103,6 @@ class ServingLimits:
                 overrides[f.name] = _typed(f.name, value)
         return replace(self, **overrides) if overrides else self
 
-    def environment(self) -> dict[str, str]:
-        """The variables that set these bounds in a server process (what `serve` passes to the server)."""
-        return {f"{PREFIX}{k.upper()}": "none" if v is None else str(v) for k, v in asdict(self).items()}
-
     def apply(self) -> None:
         """Process-wide settings, once the model has loaded: DSPy's cache and history, and in a scoring server
         a frozen heap (see the module docstring). The request threads: `ServerThreads`."""

@@ -62,7 +62,6 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         self.contract = Contract.from_dict(spec["contract"])
         # The bounds saved with the model (its `model_config`), as overridden where it loads (`limits`).
         self.limits = ServingLimits.from_config(getattr(context, "model_config", None)).with_environment()
-        self.limits.apply()
         served = in_scoring_server() or os.environ.get(LM_ENGINE_ENV)  # an operator's variable applies anywhere
         engine = {LM_ENGINE_ENV: self.limits.lm_engine or "none"} if served else {}
         self.lm = instantiate(served_lm_config(spec["lm"], engine))  # a server may pick a lighter engine
@@ -82,6 +81,7 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
             self.server_threads.at_load()
         if (seconds := self.limits.request_seconds()) is not None:
             bound_attempts(self.lm, seconds)  # no LM attempt outlives a request
+        self.limits.apply()  # last: DSPy's caches and history, and in a server the whole loaded heap frozen
 
     def guarded_rows(self, model_input) -> tuple[list[dict], list[list]]:
         """The request as validated, guarded rows, and each row's guard hits: the one place `predict` and
