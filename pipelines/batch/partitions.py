@@ -62,7 +62,9 @@ def _load(model_dir: str, cache_dir: str | None):
 
         if cache_dir:  # the project's DSPy cache, as every other entry point uses it (it is multi-process safe)
             dspy.configure_cache(disk_cache_dir=cache_dir)
-        _MODELS[model_dir] = mlflow.pyfunc.load_model(model_dir)
+        # The model's own bounds (DSPy's memory cache, history), with the project's disk cache.
+        config = {"cache_dir": cache_dir} if cache_dir else None
+        _MODELS[model_dir] = mlflow.pyfunc.load_model(model_dir, model_config=config)
     return _MODELS[model_dir]
 
 

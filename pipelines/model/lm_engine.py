@@ -13,9 +13,11 @@ less CPU on DSPy's engine than through LiteLLM, so a served model answers more r
 Retries are DSPy's on every engine (it calls LiteLLM with `num_retries=0` and honours `Retry-After` itself), and
 its typed LM errors, which `pipelines.model.errors` maps to 5xx, are the same.
 
-`serve` checks the name and passes it in an environment variable; the model reads it as it loads. The embedded
-model's engine is ours: `auto` leaves it as it is (DSPy calls a custom engine directly), and naming `litellm` or
-`lm15` for it is refused as it loads. `mlflow models serve` and every other load keep the registered engine.
+The choice is one of the model's serving bounds (`lm_engine` in `pipelines.model.limits`, `auto` by default), so it
+applies in every scoring server, plain `mlflow models serve` included; `PIPELINES_SERVE_LM_ENGINE` (what `serve
+lm_engine=` sets) overrides it, `none` keeps the registered engine. Elsewhere (batch scoring, evaluation, a notebook)
+the registered engine runs unless that variable is set. The embedded model's engine is ours: `auto` leaves it as it
+is (DSPy calls a custom engine directly), and naming `litellm` or `lm15` for it is refused as it loads.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ PROVIDER_LM = "pipelines.lm.provider_lm"
 
 def checked_engine(value: Any) -> str | None:
     """`serve lm_engine=` as an engine name, or None (keep the registered one); refused, naming the options."""
-    if value in (None, ""):
+    if value in (None, "") or str(value).lower() in ("none", "null"):
         return None
     if value not in ENGINES:
         raise ValueError(f"serve lm_engine must be one of {list(ENGINES)} or null (the registered one), got {value!r}")

@@ -23,6 +23,7 @@ import pandas as pd
 from pipelines.config import PROJECT_ROOT
 from pipelines.data.contract import Contract
 from pipelines.model.finetuned import attach_finetuned_weights
+from pipelines.model.limits import ServingLimits
 from pipelines.model.spec import PROGRAM_FILE, SPEC_FILE
 
 _NOT_USER_CODE = {"pipelines", "dspy", "__main__"}
@@ -107,12 +108,14 @@ def log_program_model(
     input_example: pd.DataFrame | None = None,
     name: str = "model",
     prompts: list[str] | None = None,
+    limits: ServingLimits | None = None,
 ) -> mlflow.models.model.ModelInfo:
     """Log `program` as a pyfunc model in the active run; returns its ModelInfo (`model_uri`, `model_id`).
 
     Its signature is the task's contract: the program's top-level inputs and all of its outputs, typed
     (an intermediate field of a multi-stage program is neither). `prompts` (registry URIs, see
-    `pipelines.registry.prompts`) are linked to the model, so its page lists them."""
+    `pipelines.registry.prompts`) are linked to the model, so its page lists them. `limits` (default:
+    `ServingLimits()`) are saved as the model's `model_config`: its bounds wherever it loads."""
     signature = Contract.from_dict(spec["contract"]).mlflow_signature()
     spec = json.loads(json.dumps(spec))  # ours to change
     extra_artifacts = attach_finetuned_weights(spec, program)
@@ -135,5 +138,6 @@ def log_program_model(
             input_example=input_example,
             pip_requirements=project_requirements(spec.get("lm")),
             prompts=prompts or None,
+            model_config=(limits or ServingLimits()).model_config(),
         )
     return info

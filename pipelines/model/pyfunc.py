@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,11 @@ from pipelines.data.contract import Contract
 from pipelines.guards import GuardSet, hit_labels, text_fields
 from pipelines.model.errors import serving_error
 from pipelines.model.inputs import bad_input, output_value, validate_rows
-from pipelines.model.limits import ServingLimits
+from pipelines.model.limits import ServingLimits, in_scoring_server
+from pipelines.model.lm_engine import ENV as LM_ENGINE_ENV
 from pipelines.model.lm_engine import served_lm_config
-from pipelines.model.row_runner import request_deadline, row_concurrency, run_rows
+from pipelines.model.row_runner import RowRunner, bound_attempts, row_concurrency
+from pipelines.model.server_threads import ServerThreads
 from pipelines.model.spec import LORA_ARTIFACT
 from pipelines.model.streaming import StreamResponse, stream_program_sync
 from pipelines.programs.asynchronous import runnable_sync
@@ -57,19 +61,28 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
             spec["lm"]["lora_path"] = context.artifacts[LORA_ARTIFACT]
         self.spec = spec
         self.contract = Contract.from_dict(spec["contract"])
-        self.lm = instantiate(served_lm_config(spec["lm"]))  # `serve lm_engine=` may pick the engine
+        # The bounds saved with the model (its `model_config`), as overridden where it loads (`limits`).
+        self.limits = ServingLimits.from_config(getattr(context, "model_config", None)).with_environment()
+        served = in_scoring_server() or os.environ.get(LM_ENGINE_ENV)  # an operator's variable applies anywhere
+        engine = {LM_ENGINE_ENV: self.limits.lm_engine or "none"} if served else {}
+        self.lm = instantiate(served_lm_config(spec["lm"], engine))  # a server may pick a lighter engine
         self.adapter = instantiate(spec["adapter"]) if spec.get("adapter") else None
         self.program = runnable_sync(instantiate(spec["program"]))  # an async program (`aforward`) too
         self.program.load(context.artifacts["program"])
         # Warm before the scoring server answers /ping: the embedded model's llama.cpp context loads now, not
         # on the first request (DSPy's `launch`; a provider LM's is a no-op).
         self.lm.launch()
-        self.num_threads = int(spec.get("num_threads", 1))
         # Guards travel in the spec (`guard=` group at training time); a model logged before them has none.
         self.guards = GuardSet.from_config(spec.get("guard"))
         self._last = threading.local()  # per thread: the scoring server answers requests on several
-        self.limits = ServingLimits.from_env()  # set by `serve`; none elsewhere
-        self.limits.apply()
+        self.runner = RowRunner(self.limits.row_threads)
+        self.server_threads = None
+        if self.limits.configure_process and in_scoring_server():
+            self.server_threads = ServerThreads(self.limits.request_threads)
+            self.server_threads.at_load()
+        if (seconds := self.limits.request_seconds()) is not None:
+            bound_attempts(self.lm, seconds)  # no LM attempt outlives a request
+        self.limits.apply()  # last: DSPy's caches and history, and in a server the whole loaded heap frozen
 
     def guarded_rows(self, model_input) -> tuple[list[dict], list[list]]:
         """The request as validated, guarded rows, and each row's guard hits: the one place `predict` and
@@ -103,11 +116,14 @@ class DSPyProgramModel(mlflow.pyfunc.PythonModel):
         return self._guard(answer, "outputs")
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        deadline = request_deadline()  # in the scoring server: rows not started by its timeout never start
+        if self.server_threads is not None:
+            self.server_threads.at_request()
+        seconds = self.limits.request_seconds()  # in a scoring server: this request's time; elsewhere none
+        deadline = time.monotonic() + seconds if seconds is not None else None
         rows, input_hits = self.guarded_rows(model_input)
-        concurrency = row_concurrency(self.lm, default=self.num_threads)
+        concurrency = row_concurrency(self.lm, self.limits.concurrency)
         try:
-            predictions = run_rows(
+            predictions = self.runner.run(
                 self.program, rows, lm=self.lm, adapter=self.adapter, concurrency=concurrency, deadline=deadline
             )
         except Exception as exc:

@@ -64,7 +64,8 @@ def load_program(uri: str) -> LoadedProgram:
         version = resolve_version(uri)
     except MlflowException as exc:
         raise RegistryError(f"No model at {uri}: {exc.message}") from exc
-    pyfunc_model = mlflow.pyfunc.load_model(uri)
+    # This process (training, evaluation) keeps its own DSPy settings: not the served model's bounds.
+    pyfunc_model = mlflow.pyfunc.load_model(uri, model_config={"configure_process": False})
     model = pyfunc_model.unwrap_python_model()
     return LoadedProgram(
         uri=uri,

@@ -199,6 +199,7 @@ def create_app() -> FastAPI:
         mlflow.dspy.autolog(log_traces=True)
     loaded = mlflow.pyfunc.load_model(os.environ[MODEL_ENV])
     _agent = ProgramAgent(loaded.unwrap_python_model())
+    _agent.model.limits.freeze()  # this process is a server: the model's heap freeze (`pipelines.model.limits`)
     if get_invoke_function() is None:  # MLflow's registry of handlers is per process: register once
         invoke()(_invoke)
         stream()(_stream)

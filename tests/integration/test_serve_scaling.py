@@ -7,10 +7,9 @@ import uuid
 
 import pytest
 import requests
-from omegaconf import OmegaConf
 
-from pipelines.config import CONF_DIR
-from pipelines.serve import serve_command
+from pipelines.model.limits import SERVER_TIMEOUT_ENV
+from pipelines.serve import plain_command, serve_command, serve_environment
 from tests.helpers import serving_champion
 
 TIMEOUT_S = 3
@@ -21,12 +20,13 @@ def ask(url: str, text: str) -> requests.Response:
     return requests.post(f"{url}/invocations", json=body, timeout=60)
 
 
-def test_workers_and_timeout_reach_mlflow_models_serve():
-    cfg = OmegaConf.load(CONF_DIR / "serve.yaml")
-    cfg.model_uri, cfg.workers, cfg.timeout = "models:/m@champion", 4, 30
+def test_workers_and_timeout_reach_the_scoring_server(make_cfg):
+    cfg = make_cfg("serve", ["model_uri=models:/m@champion", "workers=4", "timeout=30"])
     command = serve_command(cfg)
     assert command[command.index("--workers") + 1] == "4"
-    assert command[command.index("--timeout") + 1] == "30"
+    assert serve_environment(cfg)[SERVER_TIMEOUT_ENV] == "30"  # MLflow's scoring server reads it there
+    plain = plain_command(cfg)  # the same server by MLflow's own command, printed by `serve`
+    assert plain[plain.index("--workers") + 1] == "4" and plain[plain.index("--timeout") + 1] == "30"
 
 
 @pytest.mark.slow

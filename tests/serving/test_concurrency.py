@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import dspy
@@ -12,9 +13,10 @@ from hydra.utils import instantiate
 
 from pipelines.lm.json_adapter import JSONAdapter
 from pipelines.lm.llama_engine import LlamaCppEngine
-from pipelines.model.row_runner import CONCURRENCY_ENV, row_concurrency, run_rows
+from pipelines.model.limits import SERVER_TIMEOUT_ENV
+from pipelines.model.row_runner import RowRunner, row_concurrency, run_rows
 from pipelines.programs import SingleStep
-from pipelines.serve import serve_command, serve_environment
+from pipelines.serve import plain_command, serve_command, serve_environment
 from tests.helpers import serving_champion
 from tests.serving.models import KEYWORDS, PREDICT, TWO_BY_TWO, log_served_model, provider_config
 
@@ -32,16 +34,13 @@ def expected(n: int) -> list[str]:
     return [KEYWORDS[i % 4][1] for i in range(n)]
 
 
-def test_the_embedded_model_runs_as_many_rows_as_it_has_contexts_whatever_the_setting(monkeypatch):
-    monkeypatch.setenv(CONCURRENCY_ENV, "16")
+def test_the_embedded_model_runs_as_many_rows_as_it_has_contexts_whatever_the_setting():
     embedded = dspy.LM("local/qwen", engine=LlamaCppEngine(model_path="never-loaded.gguf"))
-    assert row_concurrency(embedded, default=4) == 1
+    assert row_concurrency(embedded, 16) == 1
     two = dspy.LM("local/qwen", engine=LlamaCppEngine(model_path="never-loaded.gguf", n_contexts=2))
-    assert row_concurrency(two, default=4) == 2
+    assert row_concurrency(two, 16) == 2
     provider = instantiate(provider_config("http://127.0.0.1:9/v1"))
-    assert row_concurrency(provider, default=4) == 16
-    monkeypatch.delenv(CONCURRENCY_ENV)
-    assert row_concurrency(provider, default=4) == 4
+    assert row_concurrency(provider, 16) == 16
 
 
 class InFlight(dspy.Module):
@@ -74,6 +73,12 @@ def test_sixteen_rows_through_a_provider_run_concurrently_in_row_order(fake_prov
     serial = InFlight(SingleStep(TWO_BY_TWO.to_dict()))
     run_rows(serial, rows(4), lm=lm, adapter=adapter, concurrency=1)
     assert serial.most == 1
+    # On the model's own threads, with a deadline (a served request): the same rows, the same order.
+    served = InFlight(SingleStep(TWO_BY_TWO.to_dict()))
+    deadline = time.monotonic() + 60
+    answers = RowRunner(threads=8).run(served, rows(16), lm=lm, adapter=adapter, concurrency=4, deadline=deadline)
+    assert [p.label for p in answers] == expected(16)
+    assert 1 < served.most <= 4
 
 
 def test_serve_passes_concurrency_and_stream_to_the_server(make_cfg):
@@ -81,11 +86,15 @@ def test_serve_passes_concurrency_and_stream_to_the_server(make_cfg):
     command = serve_command(cfg)
     assert command[command.index("--factory") + 1] == "pipelines.serving.agent_server:create_app"
     env = serve_environment(cfg)
-    assert env[CONCURRENCY_ENV] == "8"
+    assert env["PIPELINES_SERVE_CONCURRENCY"] == "8"
     assert env["PIPELINES_SERVE_MODEL_URI"] == "models:/m@champion"
     assert env["PIPELINES_SERVE_TIMEOUT"] == "30"
     cfg.stream = False
-    assert "mlflow" in serve_command(cfg) and "PIPELINES_SERVE_MODEL_URI" not in serve_environment(cfg)
+    command = serve_command(cfg)  # MLflow's scoring app, behind the request guard
+    assert command[command.index("--factory") + 1] == "pipelines.serving.scoring_app:create_app"
+    env = serve_environment(cfg)
+    assert env["PIPELINES_SERVE_MODEL_URI"] == "models:/m@champion" and env[SERVER_TIMEOUT_ENV] == "30"
+    assert plain_command(cfg)[:3] == ["mlflow", "models", "serve"]
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +117,15 @@ def test_concurrent_requests_of_many_rows_each_get_their_own_rows_back(scoring_u
         answers = list(pool.map(ask, batches))
     for i, answer in enumerate(answers):
         assert answer == expected(12)[i:] + expected(12)[:i]
+
+
+def test_serve_answers_4xx_where_mlflows_parser_would_answer_500(scoring_url):
+    # This module's server is `python -m pipelines.serve` (MLflow's app behind `RequestGuard`).
+    url = f"{scoring_url}/invocations"
+    bare = requests.post(url, data=b'{"dataframe_records": []}', timeout=30)  # bytes: no Content-Type
+    assert bare.status_code == 415 and "Content-Type" in bare.json()["message"]
+    deep_json = b"[" * 100_000 + b"]" * 100_000
+    deep = requests.post(url, data=deep_json, headers={"Content-Type": "application/json"}, timeout=30)
+    assert deep.status_code == 400 and "nests deeper" in deep.json()["message"]
+    ok = requests.post(url, json={"dataframe_records": rows(2)}, timeout=30)
+    assert ok.status_code == 200, ok.text

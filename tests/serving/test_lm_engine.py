@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.model.limits import ServingLimits
 from pipelines.model.lm_engine import ENV, served_lm_config
 from pipelines.serve import serve_environment
 
@@ -13,8 +14,10 @@ PROVIDER = {"_target_": "pipelines.lm.provider_lm", "model": "openai/gpt-4o-mini
 
 def test_serve_passes_the_engine_to_the_server_and_names_the_options_for_a_bad_one(make_cfg):
     assert serve_environment(make_cfg("serve", ["lm_engine=lm15"]))[ENV] == "lm15"
-    assert serve_environment(make_cfg("serve", []))[ENV] == "auto"  # by default DSPy picks, as `dspy.LM` does
-    assert ENV not in serve_environment(make_cfg("serve", ["lm_engine=null"]))  # null: the registered engine
+    assert ENV not in serve_environment(make_cfg("serve", []))  # by default the model's own: auto, DSPy picks
+    assert ServingLimits().lm_engine == "auto"
+    assert serve_environment(make_cfg("serve", ["lm_engine=none"]))[ENV] == "none"  # none: the registered engine
+    assert ServingLimits().with_environment({ENV: "none"}).lm_engine is None
     with pytest.raises(ValueError, match=r"lm_engine must be one of \['auto', 'litellm', 'lm15'\]"):
         serve_environment(make_cfg("serve", ["lm_engine=httpx"]))
 
@@ -22,7 +25,8 @@ def test_serve_passes_the_engine_to_the_server_and_names_the_options_for_a_bad_o
 def test_the_model_loads_its_lm_on_the_engine_asked_for():
     assert served_lm_config(PROVIDER, {ENV: "lm15"}) == PROVIDER | {"engine": "lm15"}
     assert served_lm_config(PROVIDER, {ENV: "auto"}) == PROVIDER | {"engine": "auto"}
-    assert served_lm_config(PROVIDER, {}) is PROVIDER  # outside `serve`: as registered
+    assert served_lm_config(PROVIDER, {}) is PROVIDER  # outside a server: as registered
+    assert served_lm_config(PROVIDER, {ENV: "none"}) is PROVIDER
 
 
 def test_an_embedded_lm_has_no_engine_to_choose():
