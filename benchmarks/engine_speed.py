@@ -53,10 +53,17 @@ def measure_engine(lm: dspy.LM, *, prompt: str, calls: int, repeats: int, burner
     With `burners`, also our engine beside that many busy CPU processes vs without them."""
     from llama_cpp import Llama
 
+    from pipelines.lm.llama_engine import plain_cpu_buffers
+
     engine = lm.engine
-    raw = Llama(
-        model_path=engine.model_path, n_ctx=engine.n_ctx, n_threads=engine.n_threads, seed=engine.seed, verbose=False
-    )
+    with plain_cpu_buffers():  # as our engine loads it: on AMX CPUs the default buffers crash llama.cpp's decode
+        raw = Llama(
+            model_path=engine.model_path,
+            n_ctx=engine.n_ctx,
+            n_threads=engine.n_threads,
+            seed=engine.seed,
+            verbose=False,
+        )
     max_tokens = lm.kwargs["max_tokens"]
     texts: dict[str, list[str]] = {"engine": [], "raw": []}
 
