@@ -29,6 +29,7 @@ def test_local_stores_keep_the_default_and_the_server_exports_in_the_background(
     # The entry points that trace every row they score export in the background on any store.
     assert make_cfg("train").tracking.background_traces is True
     assert make_cfg("main").tracking.background_traces is True
+    assert make_cfg("optimize").tracking.background_traces is True
     assert make_cfg("evaluate").tracking.background_traces is True
 
 
