@@ -3,8 +3,9 @@
 Importing the package sets offline-friendly defaults for the libraries it drives, before any of
 them is imported: litellm would otherwise spend ~8 s fetching its price map, deepeval would phone
 home, and llama.cpp's OpenMP threads would spin-wait. Traces are written as each one ends, not by MLflow's
-background export: on a sqlite store its writer threads contend for the database lock, and each flush
-waits ~2 s for its queue, which short runs feel. `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=true` turns the
+background export: on a sqlite store its writer threads contend for the database lock (the entry points that
+score many rows, `evaluate` and `train`, turn it on in their config: `tracking.background_traces`, whose flushes
+`pipelines.tracking.store` makes return once the queue is drained). `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=true` turns the
 background export on: evaluation scores still reach their traces (`pipelines.evaluation.runner`), and a
 run ends once its traces are stored. MLflow's SQLAlchemy store opens a second pooled connection inside a write
 (`start_trace` and a trace's first `log_spans` read the experiment in a nested session): with traces written from

@@ -1,4 +1,4 @@
-"""Build `dspy.LM` objects from config: the embedded llama.cpp model or a provider through LiteLLM.
+"""Build `dspy.LM` objects from config: the embedded llama.cpp model or a provider (DSPy's HTTP engine or LiteLLM).
 
 Keys never enter config: a provider config names the environment variable that holds its key
 (`api_key_env: OPENAI_API_KEY`) and the key is read here, at build time, into the in-memory LM only.
@@ -106,12 +106,16 @@ def provider_lm(
     num_retries: int = 3,
     timeout: float | None = 30.0,
     cache: bool = True,
-    engine: str = "litellm",
+    engine: str = "auto",
     require_key: bool = True,
     self_hosted: bool = False,
     **extra,
 ) -> dspy.LM:
-    """A hosted or self-served model through LiteLLM (`openai/...`, `anthropic/...`, vLLM, Ollama).
+    """A hosted or self-served model (`openai/...`, `anthropic/...`, vLLM, Ollama).
+
+    `engine` is DSPy's: `auto` (its default) sends what DSPy's own HTTP client can carry through it and the rest
+    through LiteLLM, which is then imported on first use; `litellm` sends everything through LiteLLM; `lm15`
+    refuses what DSPy's client cannot send. Budgets count requests on every engine (`pipelines.lm.usage`).
 
     `timeout` (seconds) bounds each request, hung or slow; `num_retries` retries the transient failures
     (timeouts, 429, 5xx, connection errors) with backoff. `timeout=None` waits as long as LiteLLM does.

@@ -10,7 +10,8 @@ counted). Cost uses LiteLLM's price table for provider models; a model with no p
 embedded one (`local/...`) and one on your own server (`lm.self_hosted`, whose prefix `unpriced_provider` adds).
 
 Requests are counted separately, as each one is SENT (`count_requests`): DSPy retries a failed provider
-call itself (`num_retries`), each attempt one LiteLLM request, and a failed attempt records no usage. So
+call itself (`num_retries`), each attempt one request on whichever engine the LM uses (DSPy's own HTTP client
+or LiteLLM), and a failed attempt records no usage. So
 "calls answered" undercounts what a failing provider is sent; a budget must bound requests.
 
     >>> with count_requests() as sent:                       # doctest: +SKIP
@@ -21,6 +22,8 @@ call itself (`num_retries`), each attempt one LiteLLM request, and a failed atte
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import sys
 import threading
@@ -133,17 +136,68 @@ class RequestCount:
 
 _ACTIVE: list[RequestCount] = []
 _ACTIVE_LOCK = threading.Lock()
-_HOOK = None
+_ATTEMPT_HOOKED = False
+_LITELLM_HOOK = None
+# Set while DSPy sends an attempt we counted: LiteLLM's hook then leaves that request alone.
+_IN_DSPY_ATTEMPT: contextvars.ContextVar[bool] = contextvars.ContextVar("pipelines_in_dspy_attempt", default=False)
 
 
-def install_request_hook() -> None:
-    """One LiteLLM input callback per process: LiteLLM calls it right before every HTTP request it sends
-    (each DSPy attempt is one, since DSPy passes num_retries=0 to LiteLLM and retries itself).
+def _sent() -> None:
+    with _ACTIVE_LOCK:
+        active = list(_ACTIVE)
+    for counter in active:
+        counter.before_send()
 
-    Installed when a provider LM is built (`provider_lm`), so a run on the embedded model never pays
-    LiteLLM's import (seconds)."""
-    global _HOOK
-    if _HOOK is not None:
+
+def _counts(lm) -> bool:
+    # DSPy's own engines ("auto", "lm15", "litellm") send provider requests; a custom engine object (the embedded
+    # llama.cpp model) sends none: its calls are counted by `measure_usage`.
+    return isinstance(getattr(lm, "_engine_spec", None), str)
+
+
+def _hook_dspy_attempts() -> None:
+    """Count each attempt DSPy sends, on whichever of its engines (its own HTTP client or LiteLLM): DSPy's retry
+    loop (`dspy.clients.execution.execute`) runs one attempt per request, and passes `num_retries=0` to LiteLLM.
+    The hook wraps that one function (sync and async); a `BaseException` from a budget's gate stops the attempt
+    before anything is sent."""
+    global _ATTEMPT_HOOKED
+    if _ATTEMPT_HOOKED:
+        return
+    from dspy.clients import execution
+
+    attempt, aattempt = execution._attempt, execution._aattempt
+
+    @functools.wraps(attempt)
+    def counted_attempt(lm, *args, **kwargs):
+        if not _counts(lm):
+            return attempt(lm, *args, **kwargs)
+        _sent()
+        token = _IN_DSPY_ATTEMPT.set(True)
+        try:
+            return attempt(lm, *args, **kwargs)
+        finally:
+            _IN_DSPY_ATTEMPT.reset(token)
+
+    @functools.wraps(aattempt)
+    async def counted_aattempt(lm, *args, **kwargs):
+        if not _counts(lm):
+            return await aattempt(lm, *args, **kwargs)
+        _sent()
+        token = _IN_DSPY_ATTEMPT.set(True)
+        try:
+            return await aattempt(lm, *args, **kwargs)
+        finally:
+            _IN_DSPY_ATTEMPT.reset(token)
+
+    execution._attempt, execution._aattempt = counted_attempt, counted_aattempt
+    _ATTEMPT_HOOKED = True
+
+
+def _hook_litellm() -> None:
+    """One LiteLLM input callback per process, for LiteLLM requests sent outside a DSPy LM (a judge calling LiteLLM
+    itself); those from a DSPy LM are counted as DSPy sends them."""
+    global _LITELLM_HOOK
+    if _LITELLM_HOOK is not None:
         return
     import litellm
     from litellm.integrations.custom_logger import CustomLogger
@@ -154,21 +208,28 @@ def install_request_hook() -> None:
 
     class _RequestHook(CustomLogger):
         def log_pre_api_call(self, model, messages, kwargs):
-            with _ACTIVE_LOCK:
-                active = list(_ACTIVE)
-            for counter in active:
-                counter.before_send()
+            if not _IN_DSPY_ATTEMPT.get():
+                _sent()
 
-    _HOOK = _RequestHook()
-    litellm.input_callback.append(_HOOK)
+    _LITELLM_HOOK = _RequestHook()
+    litellm.input_callback.append(_LITELLM_HOOK)
+
+
+def install_request_hook() -> None:
+    """Count provider requests from here on: DSPy's attempts always, LiteLLM's own once LiteLLM is imported.
+
+    Installed when a provider LM is built (`provider_lm`); LiteLLM is never imported for it, so a run on DSPy's own
+    HTTP engine (`lm.engine: auto`) or on the embedded model never pays LiteLLM's import (seconds)."""
+    _hook_dspy_attempts()
+    if "litellm" in sys.modules:
+        _hook_litellm()
 
 
 @contextmanager
 def count_requests(gate: Callable[[int], None] | None = None) -> Iterator[RequestCount]:
     """Count every provider request this process sends inside the block (all threads; the embedded
     model sends none: its calls are counted by `measure_usage`)."""
-    if "litellm" in sys.modules:  # an LM built some other way than `provider_lm`; never import it here
-        install_request_hook()
+    install_request_hook()  # an LM built some other way than `provider_lm`; never imports LiteLLM
     counter = RequestCount(gate)
     with _ACTIVE_LOCK:
         _ACTIVE.append(counter)

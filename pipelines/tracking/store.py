@@ -6,7 +6,9 @@ otherwise both create its schema.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 
 import mlflow
@@ -40,12 +42,54 @@ def ensure_store(uri: str) -> None:
     _READY_STORES.add(path)
 
 
+class _WakingStop(threading.Event):
+    """The stop signal of MLflow's background trace export, which also wakes its consumer.
+
+    The consumer waits on its queue a second at a time (`get(timeout=1)`) and checks the stop signal between waits,
+    so every flush of an idle queue (`mlflow.flush_trace_async_logging`: the GenAI evaluation's, the run's end, the
+    one at exit) otherwise waits up to that second. A no-op task put as the signal is set ends the wait at once."""
+
+    def __init__(self, queue):
+        super().__init__()
+        self._queue = queue
+
+    def set(self) -> None:
+        super().set()
+        from mlflow.tracing.export.async_export_queue import Task
+
+        with contextlib.suppress(Exception):  # a full queue: the consumer is not waiting anyway
+            self._queue.put_nowait(Task(handler=lambda: None, args=()))
+
+
+def _prompt_flushes() -> None:
+    """Flushes of MLflow's background trace export that return as soon as the queue is drained (see `_WakingStop`).
+
+    Reaches into `AsyncTraceExportQueue` (MLflow 3.x): where its internals differ, flushes keep MLflow's own pace."""
+    try:
+        from mlflow.tracing.export.async_export_queue import AsyncTraceExportQueue
+    except ImportError:
+        return
+    flush = AsyncTraceExportQueue.flush
+    if getattr(flush, "_wakes_consumer", False):
+        return
+
+    def prompt_flush(self, terminate=False):
+        stop, queue = getattr(self, "_stop_event", None), getattr(self, "_queue", None)
+        if type(stop) is threading.Event and not stop.is_set() and queue is not None:
+            self._stop_event = _WakingStop(queue)  # the consumer reads the attribute on each turn of its loop
+        return flush(self, terminate)
+
+    prompt_flush._wakes_consumer = True
+    AsyncTraceExportQueue.flush = prompt_flush
+
+
 def set_trace_export(background: bool | None) -> None:
     """Traces written by MLflow's background export (True) or as each one ends (False); None leaves
     `MLFLOW_ENABLE_ASYNC_TRACE_LOGGING` as the environment has it (the package's default: as each ends).
 
     On a tracking server a trace costs several HTTP round trips, which the background export takes off the
     run's thread; on sqlite its writer threads only contend for the database lock."""
+    _prompt_flushes()
     if background is None:
         return
     value = "true" if background else "false"

@@ -20,12 +20,15 @@ N = 5
 
 
 @pytest.mark.parametrize(
-    "faults", [{"fail_every": (1, 4, 7)}, {"fail_all": True}], ids=["30pct_failing", "all_failing"]
+    ("faults", "engine"),
+    [({"fail_every": (1, 4, 7)}, "auto"), ({"fail_all": True}, "auto"), ({"fail_all": True}, "litellm")],
+    ids=["30pct_failing", "all_failing", "all_failing_litellm"],
 )
-def test_a_budget_of_n_calls_sends_at_most_n_requests(make_cfg, monkeypatch, faults):
+def test_a_budget_of_n_calls_sends_at_most_n_requests(make_cfg, monkeypatch, faults, engine):
     monkeypatch.setenv("FAKE_KEY", "fk-budget-0001")
     with FakeProvider(**faults) as fake:
         overrides = [*fake.overrides(), "optimizer=bootstrap", "lm.cache=false", "lm.num_retries=1"]
+        overrides.append(f"lm.engine={engine}")
         cfg = make_cfg("train", overrides, fake=False)
         session = Session.start(cfg)
         task = Task.from_config(cfg.task)

@@ -31,8 +31,8 @@ def test_every_engine_reaches_the_declared_server_with_its_key(monkeypatch, engi
     assert fake.requests == 1 and fake.auth == ["Bearer box-key-123"]
     # Which client sent it: LiteLLM's generic OpenAI door, or DSPy's own (lm15) for auto and lm15.
     assert fake.user_agents[0].startswith("lm15/") == (engine != "litellm"), fake.user_agents
-    # Budgets count what LiteLLM sends (training's engine); DSPy's own client is for serving.
-    assert sent.count == (1 if engine == "litellm" else 0)
+    # Budgets count what every engine sends, LiteLLM's and DSPy's own client alike.
+    assert sent.count == 1
 
 
 def test_a_self_hosted_model_is_never_priced_as_a_providers():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -25,6 +26,7 @@ from pipelines.registry.versions import existing_version, get_alias
 from pipelines.tracking.lineage import task_overridden
 from pipelines.tracking.store import configure_tracking
 from pipelines.train import train
+from tests.conftest import compose_cfg, reset_mlflow_state
 from tests.fakes import KeywordEngine
 
 SPLITS = ("train", "val", "dev", "test")
@@ -42,6 +44,31 @@ def lm_calls(monkeypatch):
 
     monkeypatch.setattr(KeywordEngine, "complete", counting)
     return seen
+
+
+MAIN = ("main", ["optimizer=none"])
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """A store holding two finished `main optimizer=none` training runs (the same program twice), trained once
+    per module; `trained` copies it for each test, so what a test registers stays in its own store."""
+    reset_mlflow_state()
+    template = tmp_path_factory.mktemp("two_runs")
+    cfg = compose_cfg(MAIN[0], template, MAIN[1])
+    first, second = train(cfg), train(cfg)
+    reset_mlflow_state()
+    return template / "store" / "mlflow.db", first, second
+
+
+@pytest.fixture
+def trained(two_runs, tmp_path):
+    """The two runs of `two_runs` in this test's store (the one `make_cfg` points at); their artifacts stay where
+    they were logged, which nothing here writes to."""
+    db, first, second = two_runs
+    (tmp_path / "store").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(db, tmp_path / "store" / "mlflow.db")
+    return first, second
 
 
 def artifact_paths(run_id: str, path: str = "") -> set[str]:
@@ -103,10 +130,11 @@ def test_bootstrap_compiles_demos(make_cfg):
     assert metrics["dev/lm_calls"] > 0
 
 
-def test_register_promotes_only_a_better_challenger(make_cfg, tmp_path, lm_calls):
-    cfg = make_cfg("main", ["optimizer=none"])
-    first = train(cfg)
-    client = MlflowClient()  # after train: the run points MLflow at the test's store
+def test_register_promotes_only_a_better_challenger(make_cfg, tmp_path, lm_calls, trained):
+    cfg = make_cfg(*MAIN)
+    first, second = trained
+    configure_tracking(cfg.tracking)
+    client = MlflowClient()
 
     # A first registration has nothing to compare with: it scores nothing and logs no scores.
     lm_calls.clear()
@@ -127,7 +155,6 @@ def test_register_promotes_only_a_better_challenger(make_cfg, tmp_path, lm_calls
 
     # Same program again: same score, so the champion stays. Both models' dev results are on record
     # from their training runs (same data digest), so the comparison makes no LM call.
-    second = train(cfg)
     lm_calls.clear()
     reg2 = register(cfg, run_id=second.run_id)
     assert lm_calls == []
@@ -169,9 +196,9 @@ def test_register_promotes_only_a_better_challenger(make_cfg, tmp_path, lm_calls
     assert str(client.get_model_version_by_alias(reg3.name, "champion").version) == reg3.version
 
 
-def test_registering_the_same_run_twice_reuses_its_version(make_cfg, lm_calls):
-    cfg = make_cfg("main", ["optimizer=none"])
-    trained = train(cfg)
+def test_registering_the_same_run_twice_reuses_its_version(make_cfg, lm_calls, trained):
+    cfg = make_cfg(*MAIN)
+    trained, _ = trained
     lm_calls.clear()
     reg1 = register(cfg, run_id=trained.run_id)
     reg2 = register(cfg, run_id=trained.run_id)
@@ -184,14 +211,14 @@ def test_registering_the_same_run_twice_reuses_its_version(make_cfg, lm_calls):
     assert existing_version(reg1.name, trained.run_id, "runs:/elsewhere/model") is None
 
 
-def test_a_failure_while_recording_leaves_no_new_version(make_cfg, monkeypatch):
-    cfg = make_cfg("main", ["optimizer=none"])
+def test_a_failure_while_recording_leaves_no_new_version(make_cfg, monkeypatch, trained):
+    cfg = make_cfg(*MAIN)
     name = str(cfg.registry.name)
+    first, second = trained
 
     def broken(*args, **kwargs):
         raise RuntimeError("registry went away mid-way")
 
-    first = train(cfg)
     with monkeypatch.context() as patch:
         patch.setattr(promotion, "record_decision", broken)
         with pytest.raises(RuntimeError, match="registry went away"):
@@ -207,7 +234,6 @@ def test_a_failure_while_recording_leaves_no_new_version(make_cfg, monkeypatch):
     assert versions_of(name) == [reg1.version] and reg1.promoted
 
     # A challenger whose decision fails to record leaves the registry as it was: one version, same aliases.
-    second = train(cfg)
     with monkeypatch.context() as patch:
         patch.setattr(promotion, "record_decision", broken)
         with pytest.raises(RuntimeError):
@@ -370,9 +396,9 @@ def test_register_adopts_the_source_runs_task_settings(make_cfg, monkeypatch, tm
     assert client.get_model_version(reg.name, reg.version).tags["promotion.paired_examples"] == "4"
 
 
-def test_register_defaults_to_latest_run_and_evaluate_to_champion(make_cfg):
-    cfg = make_cfg("main", ["optimizer=none"])
-    trained = train(cfg)
+def test_register_defaults_to_latest_run_and_evaluate_to_champion(make_cfg, trained):
+    cfg = make_cfg(*MAIN)
+    _, trained = trained  # the latest of the two
     reg = register(cfg)  # no run id: the latest finished train run
     assert MlflowClient().get_model_version(reg.name, reg.version).tags["source_run_id"] == trained.run_id
     result = evaluate(make_cfg("evaluate"))  # no model uri: the champion, on the test split
@@ -387,9 +413,9 @@ def test_register_defaults_to_latest_run_and_evaluate_to_champion(make_cfg):
     )
 
 
-def test_a_failure_after_the_aliases_moved_restores_them(make_cfg, monkeypatch):
-    cfg = make_cfg("main", ["optimizer=none"])
-    first = train(cfg)
+def test_a_failure_after_the_aliases_moved_restores_them(make_cfg, monkeypatch, trained):
+    cfg = make_cfg(*MAIN)
+    first, _ = trained
     reg1 = register(cfg, run_id=first.run_id)
     small = make_cfg("main", ["optimizer=none", "task.data.dev_size=8"])
     challenger = train(small)
@@ -406,10 +432,10 @@ def test_a_failure_after_the_aliases_moved_restores_them(make_cfg, monkeypatch):
     assert champion is not None and str(champion.version) == reg1.version
 
 
-def test_registering_the_champions_run_again_keeps_its_promotion_record(make_cfg):
-    cfg = make_cfg("main", ["optimizer=none"])
-    register(cfg, run_id=train(cfg).run_id)
-    second = train(cfg)
+def test_registering_the_champions_run_again_keeps_its_promotion_record(make_cfg, trained):
+    cfg = make_cfg(*MAIN)
+    first, second = trained
+    register(cfg, run_id=first.run_id)
     forced = register(cfg, run_id=second.run_id, force=True)
     client = MlflowClient()
     before = client.get_model_version(forced.name, forced.version)

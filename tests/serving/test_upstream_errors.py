@@ -36,6 +36,7 @@ def served_app(tmp_path, fake: FakeProvider, monkeypatch, timeout: float = 30, m
         "num_retries": 0,
         "timeout": timeout,
         "cache": False,
+        "engine": "litellm",  # registered on LiteLLM, so `serve lm_engine=` has an engine to switch from
     }
     served = log_served_model(tmp_path / "store", INTENTS, PREDICT, lm)
     return TestClient(scoring_server.init(mlflow.pyfunc.load_model(served.uri)))

@@ -12,6 +12,7 @@ from mlflow.tracing.constant import CostKey, SpanAttributeKey
 
 from benchmarks.fake_provider import FakeProvider
 from pipelines.train import train
+from tests.conftest import compose_cfg, reset_mlflow_state
 
 DEV = 6
 ZERO_COST = {CostKey.INPUT_COST: 0.0, CostKey.OUTPUT_COST: 0.0, CostKey.TOTAL_COST: 0.0}
@@ -21,16 +22,33 @@ def traces_of(run_id: str):
     return mlflow.search_traces(run_id=run_id, return_type="list", max_results=100)
 
 
-def test_every_lm_span_carries_its_tokens_and_they_add_up_to_the_runs(make_cfg):
-    cfg = make_cfg("train", ["optimizer=none", "lm.cache=false", f"task.data.dev_size={DEV}"])
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    """One `train` on the fake LM under the embedded engine's model prefix, read by the tests below (none writes)."""
+    reset_mlflow_state()
+    overrides = ["optimizer=none", "lm.cache=false", f"task.data.dev_size={DEV}"]
+    cfg = compose_cfg("train", tmp_path_factory.mktemp("span_usage"), overrides)
+    cfg.lm.model = "local/keyword"  # the fake LM under the embedded engine's model prefix
     result = train(cfg)
-    traces = traces_of(result.run_id)
+    reset_mlflow_state()
+    return cfg, result
+
+
+@pytest.fixture
+def run_id(fake_run):
+    cfg, result = fake_run
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    return result.run_id
+
+
+def test_every_lm_span_carries_its_tokens_and_they_add_up_to_the_runs(run_id):
+    traces = traces_of(run_id)
     assert len(traces) == DEV
     for trace in traces:
         lm_spans = [s for s in trace.data.spans if s.get_attribute(SpanAttributeKey.CHAT_USAGE)]
         assert lm_spans and all(s.span_type in ("CHAT_MODEL", "LLM") for s in lm_spans)
         assert trace.info.token_usage["input_tokens"] > 0
-    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    metrics = MlflowClient().get_run(run_id).data.metrics
     assert metrics["dev/input_tokens"] == sum(t.info.token_usage["input_tokens"] for t in traces)
     assert metrics["dev/output_tokens"] == sum(t.info.token_usage["output_tokens"] for t in traces)
 
@@ -80,10 +98,8 @@ def test_a_self_hosted_model_is_priced_at_nothing_even_under_a_providers_model_n
     assert MlflowClient().get_run(result.run_id).data.metrics["dev/cost_usd"] == 0.0
 
 
-def test_the_embedded_models_lm_spans_cost_nothing(make_cfg):
-    cfg = make_cfg("train", ["optimizer=none", "lm.cache=false", f"task.data.dev_size={DEV}"])
-    cfg.lm.model = "local/keyword"  # the fake LM under the embedded engine's model prefix
-    traces = traces_of(train(cfg).run_id)
+def test_the_embedded_models_lm_spans_cost_nothing(run_id):
+    traces = traces_of(run_id)
     lm_spans = [s for t in traces for s in t.data.spans if s.get_attribute(SpanAttributeKey.CHAT_USAGE)]
     assert lm_spans
     assert all(s.get_attribute(SpanAttributeKey.LLM_COST) == ZERO_COST for s in lm_spans)
