@@ -1,12 +1,12 @@
 """Which DSPy engine a served provider LM calls its provider through: `serve lm_engine=`.
 
     python -m pipelines.serve                      # auto: DSPy's own choice, as `dspy.LM` makes it by default
-    python -m pipelines.serve lm_engine=litellm    # LiteLLM, as the model was trained and registered
-    python -m pipelines.serve lm_engine=null       # whatever engine the registered model names
+    python -m pipelines.serve lm_engine=litellm    # LiteLLM
+    python -m pipelines.serve lm_engine=none       # whatever engine the registered model names
 
-A registered model keeps the LM config it was trained with: LiteLLM, the route to every provider and what
-`budget.max_lm_calls` counts requests through while training. A server spends no budget, and on a small machine its
-CPU is what bounds throughput, so `serve` lets DSPy pick the engine, as `dspy.LM` does by default (`engine="auto"`):
+A registered model keeps the LM config it was trained with (`lm.engine`: `auto` by default, `litellm` where the
+training config said so). On a small machine a server's CPU is what bounds throughput, so a scoring server lets DSPy
+pick the engine, as `dspy.LM` does by default (`engine="auto"`):
 its own HTTP client (`lm15`) for what that can send, LiteLLM for the rest. A `dspy.LM` call costs several times
 less CPU on DSPy's engine than through LiteLLM, so a served model answers more requests a second on `auto`
 (`python -m benchmarks.speed only=[serving] serving.lm_engine=litellm`, then `=auto`, compares them).

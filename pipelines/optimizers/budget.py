@@ -5,11 +5,11 @@ provider call is one, and the count is checked as each request goes out, so a bu
 even to a provider that fails every call. (The embedded model sends no requests; its answered calls count.)
 `max_cost_usd` bounds LiteLLM's price of the tokens used so far.
 
-A DSPy callback checks the budget before every LM call, and a LiteLLM hook before every request. When the
-budget is spent they raise `BudgetExceeded`, a `BaseException` on purpose: DSPy swallows `Exception`s raised
-by callbacks (LiteLLM those raised by its hooks), and its evaluators and optimisers count `Exception`s from
-a program as failed examples and carry on, which would keep spending. A `BaseException` unwinds the
-whole compile, like Ctrl-C does.
+A DSPy callback checks the budget before every LM call, and the request counter before every request (each attempt
+DSPy sends, on any engine). When the budget is spent they raise `BudgetExceeded`, a `BaseException` on purpose: DSPy
+swallows `Exception`s raised by callbacks (LiteLLM those raised by its hooks), and its evaluators and optimisers
+count `Exception`s from a program as failed examples and carry on, which would keep spending. A `BaseException`
+unwinds the whole compile, like Ctrl-C does.
 
 Meanwhile it remembers every program an optimiser fully evaluated (MIPROv2, BootstrapFewShotWithRandomSearch,
 GEPA go through `dspy.Evaluate`); the best of those is the result of a stopped run. Optimisers that never
