@@ -27,18 +27,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_process(overrides: list[str], env: Mapping[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
+def process_group(
+    command: list[str], *, cwd, env: Mapping[str, str], output=subprocess.DEVNULL
+) -> Iterator[subprocess.Popen]:
+    """`command` in a process group of its own, stopped as a whole on exit: SIGTERM, then SIGKILL after 30 s."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.serve", f"port={port}", *overrides],
-        cwd=PROJECT_ROOT,
-        env=dict(env),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        command, cwd=cwd, env=dict(env), start_new_session=True, stdout=output, stderr=subprocess.STDOUT
     )
     try:
-        yield f"http://127.0.0.1:{port}", proc
+        yield proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -46,3 +43,11 @@ def serve_process(overrides: list[str], env: Mapping[str, str]) -> Iterator[tupl
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextmanager
+def serve_process(overrides: list[str], env: Mapping[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    command = [sys.executable, "-m", "pipelines.serve", f"port={port}", *overrides]
+    with process_group(command, cwd=PROJECT_ROOT, env=env) as proc:
+        yield f"http://127.0.0.1:{port}", proc

@@ -46,33 +46,10 @@ log = logging.getLogger(__name__)
 
 
 def serve_command(cfg: DictConfig) -> list[str]:
-    if cfg.stream:
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "pipelines.serving.agent_server:create_app",
-            "--host",
-            str(cfg.host),
-            "--port",
-            str(cfg.port),
-            "--workers",
-            str(cfg.workers),
-        ]
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "pipelines.serving.scoring_app:create_app",
-        "--host",
-        str(cfg.host),
-        "--port",
-        str(cfg.port),
-        "--workers",
-        str(cfg.workers),
-    ]
+    """uvicorn on MLflow's agent server (stream=true) or on MLflow's scoring app behind our request guard."""
+    app = "pipelines.serving.agent_server:create_app" if cfg.stream else "pipelines.serving.scoring_app:create_app"
+    where = ["--host", str(cfg.host), "--port", str(cfg.port), "--workers", str(cfg.workers)]
+    return [sys.executable, "-m", "uvicorn", "--factory", app, *where]
 
 
 def plain_command(cfg: DictConfig) -> list[str]:

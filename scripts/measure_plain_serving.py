@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 
 from benchmarks.fake_provider import FakeProvider
 from benchmarks.load import closed_loop, tree_rss_mb
-from benchmarks.serve_process import free_port, serve_process
+from benchmarks.serve_process import free_port, process_group, serve_process
 from benchmarks.served import first_answer
 from tests.serving.models import PREDICT, log_served_model, provider_config
 from tests.serving.test_upstream_errors import INTENTS
@@ -50,19 +48,8 @@ def plain_server(served, workers: int, work: Path):
     env = clean_env(served.tracking_uri)
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])  # uvicorn, by name
     command = ["mlflow", "models", "serve", "-m", served.uri, "--env-manager", "local", "-p", str(port)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *command, "-w", str(workers)],
-        cwd=work,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with process_group([sys.executable, "-m", *command, "-w", str(workers)], cwd=work, env=env) as proc:
         yield f"http://127.0.0.1:{port}", proc
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @contextmanager

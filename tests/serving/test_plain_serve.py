@@ -9,8 +9,6 @@ text holds HANG is held by the fake until it stops.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,6 +18,7 @@ import pytest
 import requests
 
 from benchmarks.fake_provider import FakeProvider
+from benchmarks.serve_process import process_group
 from tests.helpers import free_port, wait_for_ping
 from tests.serving.models import PREDICT, log_served_model, provider_config
 from tests.serving.test_upstream_errors import INTENTS
@@ -52,28 +51,12 @@ def plain(tmp_path_factory):
             "MLFLOW_DISABLE_TELEMETRY": "true",
         }
         port = free_port()
-        command = ["mlflow", "models", "serve", "-m", served.uri, "--env-manager", "local", "-h", "127.0.0.1"]
-        log = (root / "server.log").open("w")  # kept for a failing test's reader
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *command, "-p", str(port), "-t", str(SERVER_TIMEOUT_S)],
-            cwd=work,
-            env=env,
-            start_new_session=True,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
+        serve = ["models", "serve", "-m", served.uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+        command = [sys.executable, "-m", "mlflow", *serve, "-t", str(SERVER_TIMEOUT_S)]
+        with (root / "server.log").open("w") as log, process_group(command, cwd=work, env=env, output=log) as proc:
+            url = f"http://127.0.0.1:{port}"  # the log is kept for a failing test's reader
             wait_for_ping(url, proc)
             yield SimpleNamespace(url=url, home=home, work=work, fake=fake)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.close()
 
 
 def test_five_thousand_rows_are_a_400_naming_the_batch_scorer(plain):
