@@ -22,9 +22,12 @@ FAKE_LM = {"_target_": "tests.fakes.fake_lm"}
 SMALL = ["task.data.train_size=16", "task.data.val_size=16", "task.data.dev_size=16", "task.data.test_size=16"]
 
 
-def compose_cfg(config_name: str, tmp_path, overrides=(), fake: bool = True, config_dir=CONF_DIR) -> DictConfig:
+def isolated_overrides(tmp_path) -> list[str]:
+    """Overrides pointing the store, artifacts, DSPy cache and outputs at `tmp_path`: for composed configs and for
+    entry points run as processes alike."""
     store = tmp_path / "store"
-    base = [
+    store.mkdir(parents=True, exist_ok=True)
+    return [
         f"tracking.uri=sqlite:///{store}/mlflow.db",
         f"tracking.artifact_location={store}/artifacts",
         f"paths.dspy_cache_dir={tmp_path}/dspy_cache",
@@ -32,7 +35,10 @@ def compose_cfg(config_name: str, tmp_path, overrides=(), fake: bool = True, con
         "tracking.experiment=test",
         "eval.display_progress=false",
     ]
-    store.mkdir(parents=True, exist_ok=True)
+
+
+def compose_cfg(config_name: str, tmp_path, overrides=(), fake: bool = True, config_dir=CONF_DIR) -> DictConfig:
+    base = isolated_overrides(tmp_path)
     if config_dir != CONF_DIR:  # a root config kept elsewhere (the benchmarks') composes conf/'s groups
         base.append(searchpath_override())
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):

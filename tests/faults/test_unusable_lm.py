@@ -16,7 +16,7 @@ from pipelines.evaluation.runner import NoUsableAnswers
 from pipelines.main import run_main
 from pipelines.register import register
 from pipelines.train import train
-from tests.conftest import SMALL
+from tests.conftest import SMALL, isolated_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,12 +42,7 @@ def test_main_exits_non_zero_when_no_answer_parses(tmp_path):
     """The README's command itself, as a process: it fails, says what to check, and the train run is FAILED."""
     store = tmp_path / "store"
     overrides = [
-        f"tracking.uri=sqlite:///{store}/mlflow.db",
-        f"tracking.artifact_location={store}/artifacts",
-        f"paths.dspy_cache_dir={tmp_path}/dspy_cache",
-        f"paths.output_dir={tmp_path}/outputs",
-        "tracking.experiment=test",
-        "eval.display_progress=false",
+        *isolated_overrides(tmp_path),
         *SMALL,
         "optimizer=labeled_fewshot",  # no LM call in compile: the dev evaluation is where it shows
         "lm._target_=tests.fakes.fake_lm",
