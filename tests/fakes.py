@@ -75,6 +75,8 @@ class KeywordEngine:
                 answer[name] = 1
             elif prop.get("type") == "array":
                 answer[name] = []
+            elif prop.get("type") == "object" or "anyOf" in prop or "$ref" in prop:
+                answer[name] = {}  # a structured field (a ReAct step's tool arguments): an empty object
             else:
                 answer[name] = "Classify the customer's message by its main request."
         body = json.dumps(answer)

@@ -9,7 +9,8 @@ nothing of MLflow changes):
 - at load, when uvicorn loads the app inside its running loop (`--workers` 2 or more, or `python -m
   pipelines.serve`, whose app factory runs there);
 - otherwise at the first request, from that request's thread: with one worker uvicorn imports MLflow's app before
-  its loop exists, so the loop is found then, the one running loop in the process (a single heap scan, once).
+  its loop exists, so the loop is found then, the one running loop in the process besides the one async programs
+  run on (a single heap scan, once).
 Requests already queued finish on the old executor; every later one runs on the new one.
 """
 
@@ -20,6 +21,8 @@ import gc
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+
+from pipelines.programs.asynchronous import is_background_loop
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,11 @@ class ServerThreads:
         with self._lock:
             if self.settled:
                 return
-            loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
+            loops = [
+                o
+                for o in gc.get_objects()
+                if isinstance(o, asyncio.AbstractEventLoop) and o.is_running() and not is_background_loop(o)
+            ]
             if len(loops) == 1:
                 loops[0].call_soon_threadsafe(self._widen, loops[0])
             else:

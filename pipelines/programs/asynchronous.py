@@ -77,3 +77,8 @@ def _background_loop() -> asyncio.AbstractEventLoop:
             _loop = asyncio.new_event_loop()
             threading.Thread(target=_loop.run_forever, name="async-programs", daemon=True).start()
         return _loop
+
+
+def is_background_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether `loop` is the one `run_async` runs programs on (a server looking for its own loop skips it)."""
+    return loop is _loop
