@@ -66,6 +66,8 @@ def reset_mlflow_state() -> None:
     # `mlflow.set_registry_uri` (our Session sets one) also keeps the URI in a module global; a later
     # MlflowClient(tracking_uri) would otherwise reach the previous test's registry.
     mlflow.tracking._model_registry.utils._registry_uri = None
+    # `mlflow.set_experiment` keeps the experiment's id too: a later store that lacks it would refuse `start_run()`.
+    mlflow.tracking.fluent._active_experiment_id = None
     if os.environ.get("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING") != "false":  # `tracking=server` turns it on
         mlflow.flush_trace_async_logging()
         os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"  # the package's default

@@ -21,6 +21,7 @@ TRAIN = [("my card has not arrived", "card_arrival"), ("I lost my card", "lost_o
 
 def test_supervised_lora_fine_tunes_on_gold_labels_and_logs_the_run(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_experiment("supervised-lora")  # not the experiment id an earlier test left active in this process
     lm = local_lm(
         model="smollm2-135m",
         model_path=smollm2_path(),
