@@ -19,7 +19,8 @@ ZERO_COST = {CostKey.INPUT_COST: 0.0, CostKey.OUTPUT_COST: 0.0, CostKey.TOTAL_CO
 
 
 def traces_of(run_id: str):
-    return mlflow.search_traces(run_id=run_id, return_type="list", max_results=100)
+    experiment = mlflow.get_run(run_id).info.experiment_id  # tests share one run; none keeps its experiment active
+    return mlflow.search_traces(locations=[experiment], run_id=run_id, return_type="list", max_results=100)
 
 
 @pytest.fixture(scope="module")
